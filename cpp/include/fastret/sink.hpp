@@ -1,0 +1,65 @@
+// The sink contract.
+//
+// A sink delivers one batch per write() call in one round trip and classifies the outcome;
+// the runtime owns everything else (queueing, batching, retry, backoff, spool, counters).
+//
+//  - write() is never called concurrently for one sink instance, always from the runtime's
+//    I/O thread (or the caller's thread during a synchronous drain); it must not start threads.
+//  - ok means durable at the other end (committed, written and flushed per policy).
+//  - retry: a transient failure (connection lost, busy, 5xx); the same batch is offered again
+//    after a backoff.
+//  - drop: the batch can never be delivered (constraint or syntax error, HTTP 400); it is
+//    counted and reported once, not retried.
+//  - fatal: the sink cannot work any more (bad credentials, schema missing); it stops
+//    accepting and keeps its records in the spool.
+//  - write() and close() are noexcept: errors are values on this path.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "fastret/config.hpp"
+#include "fastret/record.hpp"
+
+namespace fastret {
+
+enum class write_status { ok, retry, drop, fatal };
+
+std::string_view to_string(write_status s) noexcept;
+
+struct write_result {
+    write_status status = write_status::ok;
+    std::string error;  // human-readable, never contains a secret
+    static write_result success() { return {}; }
+};
+
+class sink {
+public:
+    virtual ~sink() = default;
+    // The backend type name ("file", "sqlite").
+    virtual std::string_view type() const noexcept = 0;
+    // Deliver the batch (non-empty). One round trip.
+    virtual write_result write(std::span<const record> batch) noexcept = 0;
+    // Release connections and files. Called once, from the thread that owns the sink.
+    virtual void close() noexcept {}
+};
+
+// Sink registry: one line per backend in sink_registry.cpp.
+struct sink_type_info {
+    std::string type;
+    std::string summary;
+    const std::vector<option_spec>* option_table;  // the backend's own options
+    // Builds a sink from validated options (own table merged with common_sink_options()).
+    std::unique_ptr<sink> (*create)(const std::string& name, const options& opts);
+};
+
+const std::vector<sink_type_info>& sink_types();
+const sink_type_info* find_sink_type(std::string_view type);
+
+// Validates `raw` against the backend's table plus the common options and builds the sink.
+// Throws config_error (unknown type, unknown key, wrong type, out of range).
+std::unique_ptr<sink> make_sink(const std::string& name, const std::string& type,
+                                const config_map& raw, options* validated_out = nullptr);
+
+}  // namespace fastret

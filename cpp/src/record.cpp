@@ -1,0 +1,140 @@
+#include "fastret/record.hpp"
+
+#include <openssl/evp.h>
+
+#include <array>
+#include <chrono>
+#include <cstring>
+
+namespace fastret {
+
+namespace {
+
+constexpr std::array<std::string_view, 6> kind_names = {
+    "", "job_return", "job_load", "job_minions", "event", "job_endtime"};
+
+void put_u32(std::string& out, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void put_u64(std::string& out, std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void put_str(std::string& out, std::string_view s) {
+    put_u32(out, static_cast<std::uint32_t>(s.size()));
+    out.append(s);
+}
+
+struct reader {
+    std::string_view data;
+    std::size_t pos = 0;
+    bool ok = true;
+
+    bool need(std::size_t n) {
+        if (!ok || data.size() - pos < n) ok = false;
+        return ok;
+    }
+    std::uint64_t get_uint(int bytes) {
+        if (!need(static_cast<std::size_t>(bytes))) return 0;
+        std::uint64_t v = 0;
+        for (int i = 0; i < bytes; ++i)
+            v |= static_cast<std::uint64_t>(static_cast<unsigned char>(data[pos + i])) << (8 * i);
+        pos += static_cast<std::size_t>(bytes);
+        return v;
+    }
+    void get_str(std::string& out) {
+        auto n = static_cast<std::size_t>(get_uint(4));
+        if (!need(n)) return;
+        out.assign(data.substr(pos, n));
+        pos += n;
+    }
+};
+
+constexpr std::uint8_t serial_version = 1;
+
+}  // namespace
+
+std::string_view to_string(record_kind kind) noexcept {
+    auto i = static_cast<std::size_t>(kind);
+    return i < kind_names.size() ? kind_names[i] : std::string_view{"unknown"};
+}
+
+std::optional<record_kind> record_kind_from_string(std::string_view name) noexcept {
+    for (std::size_t i = 1; i < kind_names.size(); ++i)
+        if (kind_names[i] == name) return static_cast<record_kind>(i);
+    return std::nullopt;
+}
+
+std::string compute_record_id(const record& rec) {
+    // Length-prefixed fields: "ab"+"c" and "a"+"bc" hash differently.
+    std::string buf;
+    buf.reserve(rec.payload.size() + rec.jid.size() + rec.minion.size() + rec.fun.size() +
+                rec.tag.size() + 32);
+    buf.push_back(static_cast<char>(rec.kind));
+    put_str(buf, rec.jid);
+    put_str(buf, rec.minion);
+    put_str(buf, rec.fun);
+    put_str(buf, rec.tag);
+    put_str(buf, rec.payload);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(buf.data(), buf.size(), digest, &len, EVP_sha256(), nullptr);
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string id(32, '0');
+    for (int i = 0; i < 16; ++i) {
+        id[2 * i] = hex[digest[i] >> 4];
+        id[2 * i + 1] = hex[digest[i] & 0xf];
+    }
+    return id;
+}
+
+std::int64_t now_us() noexcept {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string serialize(const record& rec) {
+    std::string out;
+    out.reserve(record_size(rec) + 40);
+    out.push_back(static_cast<char>(serial_version));
+    out.push_back(static_cast<char>(rec.kind));
+    put_u64(out, static_cast<std::uint64_t>(rec.ts_us));
+    out.push_back(static_cast<char>(rec.success));
+    out.push_back(rec.retcode ? 1 : 0);
+    put_u64(out, static_cast<std::uint64_t>(rec.retcode.value_or(0)));
+    put_str(out, rec.jid);
+    put_str(out, rec.minion);
+    put_str(out, rec.fun);
+    put_str(out, rec.tag);
+    put_str(out, rec.id);
+    put_str(out, rec.payload);
+    return out;
+}
+
+bool deserialize(std::string_view data, record& out) {
+    reader r{data};
+    if (r.get_uint(1) != serial_version) return false;
+    auto kind = r.get_uint(1);
+    if (kind == 0 || kind >= kind_names.size()) return false;
+    out.kind = static_cast<record_kind>(kind);
+    out.ts_us = static_cast<std::int64_t>(r.get_uint(8));
+    out.success = static_cast<std::int8_t>(r.get_uint(1));
+    bool has_retcode = r.get_uint(1) != 0;
+    auto retcode = static_cast<std::int64_t>(r.get_uint(8));
+    out.retcode = has_retcode ? std::optional<std::int64_t>(retcode) : std::nullopt;
+    r.get_str(out.jid);
+    r.get_str(out.minion);
+    r.get_str(out.fun);
+    r.get_str(out.tag);
+    r.get_str(out.id);
+    r.get_str(out.payload);
+    return r.ok && r.pos == data.size() && out.success >= -1 && out.success <= 1;
+}
+
+std::size_t record_size(const record& rec) noexcept {
+    return rec.payload.size() + rec.jid.size() + rec.minion.size() + rec.fun.size() +
+           rec.tag.size() + rec.id.size() + 64;
+}
+
+}  // namespace fastret

@@ -1,0 +1,674 @@
+// The runtime: one io_context and one I/O thread per process; per sink a worker that runs on
+// its own strand. Callback style: each step is an on_<step> handler.
+#include "fastret/runtime.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "fastret/json_writer.hpp"
+
+namespace asio = boost::asio;
+
+namespace fastret {
+
+sink_policy policy_from_options(const options& o, const std::string& sink_name,
+                                const std::string& spool_root) {
+    using std::chrono::milliseconds;
+    sink_policy p;
+    p.batch_max_records = static_cast<std::size_t>(o.get_int("batch_max_records"));
+    p.batch_max_bytes = static_cast<std::size_t>(o.get_int("batch_max_bytes"));
+    p.batch_max_delay = milliseconds(o.get_int("batch_max_delay_ms"));
+    p.retry_initial = milliseconds(o.get_int("retry_initial_ms"));
+    p.retry_max = milliseconds(o.get_int("retry_max_ms"));
+    p.queue_max_records = static_cast<std::size_t>(o.get_int("queue_max_records"));
+    const auto& overflow = o.get_string("overflow");
+    p.overflow = overflow == "block"         ? overflow_policy::block
+                 : overflow == "drop_oldest" ? overflow_policy::drop_oldest
+                                             : overflow_policy::drop_newest;
+    p.block_timeout = milliseconds(o.get_int("block_timeout_ms"));
+    p.max_record_bytes = static_cast<std::size_t>(o.get_int("max_record_bytes"));
+    if (o.get_bool("spool")) {
+        spool_options s;
+        const auto& dir = o.get_string("spool_dir");
+        if (!dir.empty()) {
+            s.dir = dir;
+        } else {
+            if (spool_root.empty())
+                throw config_error(fmt::format(
+                    "sink '{}': option 'spool_dir' is empty and no spool root is known; set "
+                    "spool_dir or spool false",
+                    sink_name));
+            s.dir = std::filesystem::path(spool_root) / sink_name;
+        }
+        const auto& fs = o.get_string("spool_fsync");
+        s.fsync = fs == "never" ? fsync_policy::never
+                  : fs == "batch" ? fsync_policy::batch
+                                  : fsync_policy::interval;
+        s.fsync_interval_ms = static_cast<std::uint32_t>(o.get_int("spool_fsync_interval_ms"));
+        s.max_bytes = static_cast<std::uint64_t>(o.get_int("spool_max_bytes"));
+        s.segment_bytes = static_cast<std::uint64_t>(o.get_int("spool_segment_bytes"));
+        s.full_policy = o.get_string("spool_full_policy") == "drop_oldest"
+                            ? spool_full_policy::drop_oldest
+                            : spool_full_policy::reject_new;
+        p.spool = s;
+    }
+    return p;
+}
+
+namespace {
+
+constexpr std::size_t max_messages = 256;
+constexpr auto housekeeping_period = std::chrono::seconds(5);
+
+std::chrono::milliseconds full_jitter_backoff(const sink_policy& p, unsigned attempt) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    auto cap = p.retry_max.count();
+    auto base = p.retry_initial.count();
+    long long ceiling = base;
+    for (unsigned i = 1; i < attempt && ceiling < cap; ++i) ceiling *= 2;
+    ceiling = std::min<long long>(ceiling, cap);
+    std::uniform_int_distribution<long long> dist(0, ceiling);
+    return std::chrono::milliseconds(dist(rng));
+}
+
+}  // namespace
+
+// One sink's queue, batcher and retry loop. Fields marked (io) are touched only on the strand;
+// the rest under mu_.
+class sink_worker {
+public:
+    sink_worker(asio::io_context& io, std::string name, std::unique_ptr<sink> s, sink_policy p,
+                std::function<void(int, std::string)> report)
+        : strand_(asio::make_strand(io)), timer_(strand_), housekeeping_(strand_),
+          name_(std::move(name)), sink_(std::move(s)), policy_(std::move(p)),
+          report_(std::move(report)) {
+        stats_.name = name_;
+        stats_.type = std::string(sink_->type());
+        if (policy_.spool) spool_ = std::make_unique<spool>(*policy_.spool);
+        adopted_pending_ = spool_ != nullptr;
+    }
+
+    const std::string& name() const { return name_; }
+
+    // Called once the I/O thread runs: replay what earlier processes left, start housekeeping.
+    void start() {
+        asio::post(strand_, [this] {
+            if (spool_) {
+                try {
+                    spool_->adopt_orphans();
+                } catch (const std::exception& e) {
+                    report(40, fmt::format("spool: cannot adopt earlier segments: {}", e.what()));
+                }
+            }
+            schedule_housekeeping();
+            std::lock_guard lk(mu_);
+            request_pump_locked(true);
+        });
+    }
+
+    std::uint64_t enqueue(std::vector<record>& records) {
+        std::size_t truncated = 0;
+        for (auto& r : records) {
+            if (r.id.empty()) r.id = compute_record_id(r);
+            if (limit_payload_size(r.payload, policy_.max_record_bytes)) ++truncated;
+        }
+        if (spool_) return enqueue_spool(records, truncated);
+        return enqueue_memory(records, truncated);
+    }
+
+    bool flush_until(std::uint64_t ticket, std::chrono::milliseconds timeout) {
+        std::unique_lock lk(mu_);
+        request_pump_locked(true);
+        return cv_.wait_for(lk, timeout, [&] { return acked_locked() >= ticket || stats_.fatal || closed_; }) &&
+               acked_locked() >= ticket;
+    }
+
+    // Idle with nothing pending, own or adopted.
+    bool wait_drained(std::chrono::steady_clock::time_point deadline) {
+        std::unique_lock lk(mu_);
+        request_pump_locked(true);
+        return cv_.wait_until(lk, deadline, [&] {
+            return stats_.fatal || closed_ ||
+                   (state_ == pump_state::idle && pending_ == 0 && !adopted_pending_);
+        }) && !stats_.fatal && pending_ == 0 && !adopted_pending_;
+    }
+
+    std::uint64_t last_ticket() {
+        std::lock_guard lk(mu_);
+        return ticket_;
+    }
+
+    sink_stats stats() {
+        std::lock_guard lk(mu_);
+        auto s = stats_;
+        s.queue_depth = pending_;
+        return s;
+    }
+
+    // Stop timers and close the sink, on the strand. The caller then stops the io_context.
+    void close_on_strand(std::shared_ptr<std::promise<void>> done) {
+        asio::post(strand_, [this, done] {
+            timer_.cancel();
+            housekeeping_.cancel();
+            {
+                std::lock_guard lk(mu_);
+                closed_ = true;
+            }
+            sink_->close();
+            cv_.notify_all();
+            done->set_value();
+        });
+    }
+
+    // After the I/O thread has stopped: release the spool (locks, fully acknowledged segments).
+    void release() {
+        std::lock_guard lk(mu_);
+        closed_ = true;
+        if (spool_ && state_ != pump_state::fatal) {
+            try {
+                spool_->sync();
+            } catch (...) {
+            }
+        }
+        spool_.reset();
+        cv_.notify_all();
+    }
+
+private:
+    enum class pump_state { idle, scheduled, writing, backoff, fatal };
+
+    void report(int level, std::string text) { report_(level, fmt::format("fastret sink '{}': {}", name_, text)); }
+
+    std::uint64_t acked_locked() const { return spool_ ? spool_->acked_sequence() : processed_; }
+
+    std::uint64_t enqueue_spool(std::vector<record>& records, std::size_t truncated) {
+        std::vector<std::string> frames;
+        frames.reserve(records.size());
+        for (const auto& r : records) frames.push_back(serialize(r));
+        spool_append_result res;
+        std::string error;
+        try {
+            res = spool_->append(frames);
+        } catch (const std::exception& e) {
+            error = e.what();
+            res.rejected = frames.size();
+        }
+        std::lock_guard lk(mu_);
+        if (closed_) return ticket_;
+        stats_.accepted += res.appended;
+        stats_.spooled += res.appended;
+        stats_.truncated += truncated;
+        stats_.dropped += res.rejected + res.dropped_old;
+        pending_ += res.appended;
+        pending_ -= std::min<std::uint64_t>(pending_, res.dropped_old);
+        if (res.appended) ticket_ = res.sequence;
+        if (!error.empty()) {
+            stats_.last_error = "spool write failed: " + error;
+            report(40, fmt::format("{} record(s) lost: spool write failed: {}", res.rejected, error));
+        } else if (res.rejected) {
+            stats_.last_error = "spool full";
+            report(40, fmt::format("spool full: {} new record(s) refused", res.rejected));
+        }
+        if (res.dropped_old) report(30, fmt::format("spool full: {} oldest record(s) dropped", res.dropped_old));
+        request_pump_locked(false);
+        return ticket_;
+    }
+
+    std::uint64_t enqueue_memory(std::vector<record>& records, std::size_t truncated) {
+        std::unique_lock lk(mu_);
+        stats_.truncated += truncated;
+        std::size_t refused = 0, evicted = 0;
+        for (auto& r : records) {
+            if (queue_.size() >= policy_.queue_max_records) {
+                if (policy_.overflow == overflow_policy::block) {
+                    request_pump_locked(true);
+                    cv_.wait_for(lk, policy_.block_timeout,
+                                 [&] { return queue_.size() < policy_.queue_max_records || closed_; });
+                }
+                if (queue_.size() >= policy_.queue_max_records) {
+                    if (policy_.overflow == overflow_policy::drop_oldest) {
+                        queue_.pop_front();
+                        ++processed_;
+                        --pending_;
+                        ++evicted;
+                    } else {
+                        ++refused;
+                        continue;
+                    }
+                }
+            }
+            queue_.push_back(std::move(r));
+            ++pending_;
+            ++stats_.accepted;
+            ++ticket_;
+        }
+        if (refused + evicted) {
+            stats_.dropped += refused + evicted;
+            stats_.last_error = "queue full";
+            report(40, fmt::format("queue full: {} record(s) dropped", refused + evicted));
+        }
+        request_pump_locked(false);
+        return ticket_;
+    }
+
+    // Ask for a pump pass unless one is pending, running, or waiting out a backoff.
+    void request_pump_locked(bool now) {
+        if (state_ != pump_state::idle || closed_) return;
+        if (pending_ == 0 && !(spool_ && adopted_pending_)) return;
+        state_ = pump_state::scheduled;
+        if (now || policy_.batch_max_delay.count() == 0 || pending_ >= policy_.batch_max_records) {
+            asio::post(strand_, [this] { on_pump(); });
+        } else {
+            timer_.expires_after(policy_.batch_max_delay);
+            timer_.async_wait([this](boost::system::error_code ec) {
+                if (!ec) on_pump();
+            });
+        }
+        if (now) {
+            // A flush wants it now: cut a pending batching delay short.
+            timer_.cancel();
+        }
+    }
+
+    // (io) take the next batch, or keep the one that is waiting for a retry.
+    bool fill_batch() {
+        if (!inflight_.empty()) return true;
+        if (spool_) {
+            std::vector<spool_entry> entries;
+            try {
+                entries = spool_->read(policy_.batch_max_records, policy_.batch_max_bytes);
+            } catch (const std::exception& e) {
+                report(40, fmt::format("spool read failed: {}", e.what()));
+                return false;
+            }
+            if (entries.empty()) return false;
+            inflight_.reserve(entries.size());
+            std::size_t bad = 0;
+            for (auto& e : entries) {
+                record r;
+                if (deserialize(e.payload, r))
+                    inflight_.push_back(std::move(r));
+                else
+                    ++bad;
+            }
+            inflight_end_ = entries.back().end;
+            inflight_frames_ = entries.size();
+            if (bad) {
+                std::lock_guard lk(mu_);
+                stats_.dropped += bad;
+                report(40, fmt::format("{} spooled record(s) could not be decoded and were skipped", bad));
+            }
+            return true;
+        }
+        std::lock_guard lk(mu_);
+        std::size_t bytes = 0;
+        while (!queue_.empty() && inflight_.size() < policy_.batch_max_records) {
+            auto sz = record_size(queue_.front());
+            if (!inflight_.empty() && bytes + sz > policy_.batch_max_bytes) break;
+            bytes += sz;
+            inflight_.push_back(std::move(queue_.front()));
+            queue_.pop_front();
+        }
+        inflight_frames_ = inflight_.size();
+        return !inflight_.empty();
+    }
+
+    // (io) retire the in-flight batch after ok or drop.
+    void retire_batch(bool delivered, const std::string& error) {
+        std::uint64_t own_before = spool_ ? spool_->acked_sequence() : 0;
+        if (spool_) {
+            try {
+                spool_->ack(inflight_end_);
+            } catch (const std::exception& e) {
+                report(40, fmt::format("spool ack failed (records may be delivered again): {}", e.what()));
+            }
+        }
+        std::uint64_t bytes = 0;
+        for (const auto& r : inflight_) bytes += r.payload.size();
+        std::lock_guard lk(mu_);
+        auto n = inflight_frames_;
+        if (spool_) {
+            auto own = spool_->acked_sequence() - own_before;
+            auto earlier = n > own ? n - own : 0;  // frames from segments of earlier processes
+            if (delivered) stats_.replayed += earlier;
+            pending_ -= std::min<std::uint64_t>(pending_, own);
+            adopted_pending_ = spool_->has_unread();
+        } else {
+            processed_ += n;
+            pending_ -= std::min<std::uint64_t>(pending_, n);
+        }
+        if (delivered) {
+            stats_.delivered += inflight_.size();
+            stats_.bytes += bytes;
+        } else {
+            stats_.dropped += n;
+            stats_.failed += 1;
+            stats_.last_error = error;
+            report(40, fmt::format("{} record(s) dropped, the sink refused them: {}", n, error));
+        }
+        inflight_.clear();
+        inflight_frames_ = 0;
+        attempt_ = 0;
+        cv_.notify_all();
+    }
+
+    void on_pump() {
+        {
+            std::lock_guard lk(mu_);
+            if (closed_ || state_ == pump_state::fatal) return;
+            state_ = pump_state::writing;
+        }
+        if (!fill_batch()) {
+            std::lock_guard lk(mu_);
+            state_ = pump_state::idle;
+            if (spool_) adopted_pending_ = false;
+            cv_.notify_all();
+            return;
+        }
+        write_result res;
+        if (inflight_.empty()) {
+            res = write_result::success();  // every frame of the batch was undecodable
+        } else {
+            res = sink_->write(inflight_);
+        }
+        switch (res.status) {
+            case write_status::ok:
+                retire_batch(true, {});
+                break;
+            case write_status::drop:
+                retire_batch(false, res.error);
+                break;
+            case write_status::retry: {
+                ++attempt_;
+                auto delay = full_jitter_backoff(policy_, attempt_);
+                {
+                    std::lock_guard lk(mu_);
+                    ++stats_.retried;
+                    if (stats_.last_error != res.error || attempt_ == 1)
+                        report(30, fmt::format("write failed, retrying in {} ms (attempt {}): {}",
+                                               delay.count(), attempt_, res.error));
+                    stats_.last_error = res.error;
+                    state_ = pump_state::backoff;
+                }
+                timer_.expires_after(delay);
+                timer_.async_wait([this](boost::system::error_code ec) {
+                    if (ec) return;
+                    {
+                        std::lock_guard lk(mu_);
+                        if (state_ != pump_state::backoff) return;
+                        state_ = pump_state::scheduled;
+                    }
+                    on_pump();
+                });
+                return;
+            }
+            case write_status::fatal: {
+                if (spool_) spool_->rewind();
+                std::lock_guard lk(mu_);
+                ++stats_.failed;
+                stats_.fatal = true;
+                stats_.last_error = res.error;
+                state_ = pump_state::fatal;
+                report(40, fmt::format("sink stopped (fatal): {}; records stay in the spool", res.error));
+                if (!spool_) {
+                    // Without a spool there is nowhere to keep them.
+                    stats_.dropped += inflight_.size() + queue_.size();
+                    queue_.clear();
+                    pending_ = 0;
+                }
+                inflight_.clear();
+                cv_.notify_all();
+                return;
+            }
+        }
+        std::lock_guard lk(mu_);
+        state_ = pump_state::idle;
+        bool more = pending_ > 0 || adopted_pending_;
+        if (more) {
+            state_ = pump_state::scheduled;
+            asio::post(strand_, [this] { on_pump(); });
+        }
+    }
+
+    // (io) every few seconds: adopt segments that other processes left behind, fsync on
+    // schedule even when no call comes.
+    void schedule_housekeeping() {
+        housekeeping_.expires_after(housekeeping_period);
+        housekeeping_.async_wait([this](boost::system::error_code ec) {
+            if (ec) return;
+            on_housekeeping();
+        });
+    }
+
+    void on_housekeeping() {
+        if (spool_) {
+            try {
+                spool_->sync();
+                if (spool_->adopt_orphans() > 0 || spool_->has_unread()) {
+                    std::lock_guard lk(mu_);
+                    adopted_pending_ = true;
+                    request_pump_locked(true);
+                }
+            } catch (const std::exception& e) {
+                report(40, fmt::format("spool housekeeping failed: {}", e.what()));
+            }
+        }
+        schedule_housekeeping();
+    }
+
+    asio::strand<asio::io_context::executor_type> strand_;
+    asio::steady_timer timer_;         // batching delay and retry backoff (io)
+    asio::steady_timer housekeeping_;  // (io)
+    std::string name_;
+    std::unique_ptr<sink> sink_;
+    sink_policy policy_;
+    std::function<void(int, std::string)> report_;
+    std::unique_ptr<spool> spool_;
+
+    // (io)
+    std::vector<record> inflight_;
+    spool_position inflight_end_;
+    std::size_t inflight_frames_ = 0;
+    unsigned attempt_ = 0;
+
+    // under mu_
+    std::mutex mu_;
+    std::condition_variable cv_;
+    sink_stats stats_;
+    pump_state state_ = pump_state::idle;
+    std::deque<record> queue_;      // memory mode
+    std::uint64_t ticket_ = 0;      // last sequence handed out
+    std::uint64_t processed_ = 0;   // memory mode: records retired
+    std::uint64_t pending_ = 0;     // accepted, not retired (own records)
+    bool adopted_pending_ = true;   // spool mode: earlier processes' frames may be waiting
+    bool closed_ = false;
+};
+
+struct runtime::impl {
+    asio::io_context io{1};
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+    std::thread thread;
+    mutable std::mutex mu;  // guards workers, messages, closed
+    std::vector<std::unique_ptr<sink_worker>> workers;
+    std::deque<log_message> messages;
+    std::size_t discarded_messages = 0;
+    bool closed = false;
+
+    void report(int level, std::string text) {
+        std::lock_guard lk(msg_mu);
+        if (messages.size() >= max_messages) {
+            messages.pop_front();
+            ++discarded_messages;
+        }
+        messages.push_back({level, std::move(text)});
+    }
+    std::mutex msg_mu;
+
+    sink_worker& worker(sink_id id) {
+        std::lock_guard lk(mu);
+        if (id >= workers.size()) throw std::out_of_range("fastret: unknown sink id");
+        return *workers[id];
+    }
+};
+
+runtime::runtime() : impl_(std::make_unique<impl>()) {}
+
+runtime::~runtime() {
+    // Only test runtimes are destroyed; the process singleton is left to the OS. Stop without
+    // waiting for deliveries.
+    if (!is_closed()) close(std::chrono::milliseconds(0));
+}
+
+runtime& runtime::instance() {
+    static std::mutex mu;
+    static runtime* current = nullptr;
+    static pid_t owner = 0;
+    std::lock_guard lk(mu);
+    pid_t pid = ::getpid();
+    if (!current || owner != pid) {
+        // In a forked child the parent's runtime is abandoned as is: its thread does not exist
+        // here and its locks may be held, so touching it could hang. It is leaked on purpose.
+        current = new runtime();
+        owner = pid;
+    }
+    return *current;
+}
+
+sink_id runtime::add_sink(std::string name, std::unique_ptr<sink> s, sink_policy policy) {
+    std::unique_lock lk(impl_->mu);
+    if (impl_->closed) throw std::logic_error("fastret: runtime is closed");
+    for (const auto& w : impl_->workers)
+        if (w->name() == name)
+            throw config_error(fmt::format("sink '{}' is defined twice", name));
+    auto* im = impl_.get();
+    impl_->workers.push_back(std::make_unique<sink_worker>(
+        impl_->io, name, std::move(s), std::move(policy),
+        [im](int level, std::string text) { im->report(level, std::move(text)); }));
+    sink_id id = impl_->workers.size() - 1;
+    if (!impl_->thread.joinable()) {
+        impl_->guard.emplace(impl_->io.get_executor());
+        impl_->thread = std::thread([im] { im->io.run(); });
+    }
+    impl_->workers.back()->start();
+    return id;
+}
+
+std::uint64_t runtime::enqueue(sink_id id, std::vector<record> records) {
+    auto& w = impl_->worker(id);
+    return w.enqueue(records);
+}
+
+bool runtime::flush_until(sink_id id, std::uint64_t ticket, std::chrono::milliseconds timeout) {
+    return impl_->worker(id).flush_until(ticket, timeout);
+}
+
+bool runtime::flush(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<sink_worker*> ws;
+    {
+        std::lock_guard lk(impl_->mu);
+        for (auto& w : impl_->workers) ws.push_back(w.get());
+    }
+    bool all = true;
+    for (auto* w : ws) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() < 0) left = std::chrono::milliseconds(0);
+        all = w->flush_until(w->last_ticket(), left) && all;
+    }
+    return all;
+}
+
+bool runtime::drain(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<sink_worker*> ws;
+    {
+        std::lock_guard lk(impl_->mu);
+        for (auto& w : impl_->workers) ws.push_back(w.get());
+    }
+    bool all = true;
+    for (auto* w : ws) all = w->wait_drained(deadline) && all;
+    return all;
+}
+
+void runtime::close(std::chrono::milliseconds timeout) {
+    {
+        std::lock_guard lk(impl_->mu);
+        if (impl_->closed) return;
+    }
+    if (timeout.count() > 0) flush(timeout);
+    std::vector<sink_worker*> ws;
+    {
+        std::lock_guard lk(impl_->mu);
+        impl_->closed = true;
+        for (auto& w : impl_->workers) ws.push_back(w.get());
+    }
+    if (impl_->thread.joinable()) {
+        for (auto* w : ws) {
+            auto done = std::make_shared<std::promise<void>>();
+            auto f = done->get_future();
+            w->close_on_strand(done);
+            // A sink stuck in a write cannot be interrupted; give it a bounded wait and move on.
+            f.wait_for(std::chrono::seconds(5));
+        }
+        impl_->guard.reset();
+        impl_->io.stop();
+        impl_->thread.join();
+    }
+    for (auto* w : ws) w->release();
+}
+
+std::vector<sink_stats> runtime::stats() const {
+    std::vector<sink_worker*> ws;
+    {
+        std::lock_guard lk(impl_->mu);
+        for (auto& w : impl_->workers) ws.push_back(w.get());
+    }
+    std::vector<sink_stats> out;
+    for (auto* w : ws) out.push_back(w->stats());
+    return out;
+}
+
+std::vector<runtime::log_message> runtime::take_messages() {
+    std::lock_guard lk(impl_->msg_mu);
+    std::vector<log_message> out(impl_->messages.begin(), impl_->messages.end());
+    impl_->messages.clear();
+    if (impl_->discarded_messages) {
+        out.push_back({30, fmt::format("fastret: {} older log messages discarded", impl_->discarded_messages)});
+        impl_->discarded_messages = 0;
+    }
+    return out;
+}
+
+std::optional<sink_id> runtime::find(const std::string& name) const {
+    std::lock_guard lk(impl_->mu);
+    for (std::size_t i = 0; i < impl_->workers.size(); ++i)
+        if (impl_->workers[i]->name() == name) return i;
+    return std::nullopt;
+}
+
+std::size_t runtime::sink_count() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->workers.size();
+}
+
+bool runtime::is_closed() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->closed;
+}
+
+}  // namespace fastret

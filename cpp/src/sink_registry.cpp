@@ -1,0 +1,56 @@
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "fastret/sink.hpp"
+#include "sinks/file_sink.hpp"
+#include "sinks/sqlite_sink.hpp"
+
+namespace fastret {
+
+std::string_view to_string(write_status s) noexcept {
+    switch (s) {
+        case write_status::ok: return "ok";
+        case write_status::retry: return "retry";
+        case write_status::drop: return "drop";
+        case write_status::fatal: return "fatal";
+    }
+    return "?";
+}
+
+// One line per backend.
+const std::vector<sink_type_info>& sink_types() {
+    static const std::vector<sink_type_info> types = {
+        {"file", "JSON lines appended to a local file, size-based rotation", &file_sink_options(),
+         &make_file_sink},
+        {"sqlite", "embedded job cache and event store (SQLite, WAL mode)", &sqlite_sink_options(),
+         &make_sqlite_sink},
+    };
+    return types;
+}
+
+const sink_type_info* find_sink_type(std::string_view type) {
+    for (const auto& t : sink_types())
+        if (t.type == type) return &t;
+    return nullptr;
+}
+
+std::unique_ptr<sink> make_sink(const std::string& name, const std::string& type,
+                                const config_map& raw, options* validated_out) {
+    const auto* info = find_sink_type(type);
+    if (!info) {
+        std::vector<std::string> known;
+        for (const auto& t : sink_types()) known.push_back(t.type);
+        throw config_error(fmt::format("sink '{}': unknown type '{}'; known types: {}", name, type,
+                                       fmt::join(known, ", ")));
+    }
+    std::vector<option_spec> table = *info->option_table;
+    const auto& common = common_sink_options();
+    table.insert(table.end(), common.begin(), common.end());
+    options opts(fmt::format("sink '{}' ({})", name, type), table, raw);
+    auto s = info->create(name, opts);
+    if (validated_out) *validated_out = std::move(opts);
+    return s;
+}
+
+}  // namespace fastret

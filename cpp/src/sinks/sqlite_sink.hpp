@@ -1,0 +1,13 @@
+// sqlite sink: the embedded job cache and event store (see fastret/sqlite_store.hpp).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fastret/config.hpp"
+#include "fastret/sink.hpp"
+
+namespace fastret {
+const std::vector<option_spec>& sqlite_sink_options();
+std::unique_ptr<sink> make_sqlite_sink(const std::string& name, const options& opts);
+}  // namespace fastret

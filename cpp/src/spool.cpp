@@ -1,0 +1,1043 @@
+// The durable spool (see fastret/spool.hpp for the contract and the on-disk layout).
+//
+// In memory the spool keeps one small record per segment it holds (its own segments and the
+// adopted ones), in read order: adopted segments (oldest first), then own segments. Each
+// record has the segment's valid end, its acknowledged offset, its read cursor and frame
+// counters; the only per-frame state is `inflight`, the end offsets of frames handed out by
+// read() and not yet acknowledged (bounded by what the worker has in flight). Frame payloads
+// are never kept: read() preads them back (page cache) through a small read-ahead window.
+//
+// Invariants:
+//   * `current` (the segment appended to) is always the last element of `segs_`.
+//   * segments with read progress (read_off > base) form a prefix of `segs_`, and all of them
+//     except the last are fully read; newly adopted segments are inserted right after that
+//     prefix (sealing the current segment first if it has progress), so ack(pos) can treat
+//     every segment before pos's segment as delivered.
+#include "fastret/spool.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <system_error>
+#include <unordered_set>
+#include <utility>
+
+namespace fastret {
+
+// ---------------------------------------------------------------------------------------------
+// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), slicing-by-8, tables built at compile
+// time. Byte order independent (loads are assembled from bytes).
+
+namespace {
+
+using crc_tables = std::array<std::array<std::uint32_t, 256>, 8>;
+
+constexpr crc_tables make_crc_tables() {
+    crc_tables t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+        std::uint32_t c = i;
+        for (int k = 0; k < 8; ++k) c = (c & 1u) ? (c >> 1) ^ 0x82F63B78u : (c >> 1);
+        t[0][i] = c;
+    }
+    for (std::size_t s = 1; s < 8; ++s)
+        for (std::size_t i = 0; i < 256; ++i)
+            t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xffu];
+    return t;
+}
+
+constexpr crc_tables kCrc = make_crc_tables();
+
+inline std::uint32_t load_le32(const unsigned char* p) noexcept {
+    return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8) |
+           (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
+}
+
+inline std::uint64_t load_le64(const unsigned char* p) noexcept {
+    return static_cast<std::uint64_t>(load_le32(p)) |
+           (static_cast<std::uint64_t>(load_le32(p + 4)) << 32);
+}
+
+inline void store_le32(unsigned char* p, std::uint32_t v) noexcept {
+    for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>((v >> (8 * i)) & 0xffu);
+}
+
+inline void store_le64(unsigned char* p, std::uint64_t v) noexcept {
+    for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>((v >> (8 * i)) & 0xffu);
+}
+
+}  // namespace
+
+std::uint32_t crc32c(std::string_view data, std::uint32_t crc) noexcept {
+    const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+    std::size_t n = data.size();
+    crc = ~crc;
+    while (n >= 8) {
+        const std::uint32_t lo = load_le32(p) ^ crc;
+        const std::uint32_t hi = load_le32(p + 4);
+        crc = kCrc[7][lo & 0xffu] ^ kCrc[6][(lo >> 8) & 0xffu] ^ kCrc[5][(lo >> 16) & 0xffu] ^
+              kCrc[4][lo >> 24] ^ kCrc[3][hi & 0xffu] ^ kCrc[2][(hi >> 8) & 0xffu] ^
+              kCrc[1][(hi >> 16) & 0xffu] ^ kCrc[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) crc = (crc >> 8) ^ kCrc[0][(crc ^ *p++) & 0xffu];
+    return ~crc;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kMagic[8] = {'F', 'R', 'S', 'P', 'O', 'O', 'L', '1'};
+constexpr std::uint64_t kHeaderSize = 8;
+constexpr std::uint64_t kFrameHeader = 8;
+constexpr std::size_t kWindow = 256 * 1024;          // read-ahead window for read()
+constexpr std::size_t kWindowKeep = 4 * 1024 * 1024;  // shrink the window buffer past this
+constexpr std::size_t kMaxBatchFrames = 512;          // frames per pwritev (2 iovecs each)
+constexpr std::size_t kMaxBatchBytes = 4 * 1024 * 1024;
+
+[[noreturn]] void throw_errno(int err, const std::string& what) {
+    throw std::system_error(err, std::generic_category(), "fastret spool: " + what);
+}
+
+bool is_digits(std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// <20 digits>-<digits>-<digits>.seg
+bool is_segment_name(std::string_view s) {
+    if (s.size() < 20 + 1 + 1 + 1 + 1 + 4) return false;
+    if (s.substr(s.size() - 4) != ".seg") return false;
+    s.remove_suffix(4);
+    if (!is_digits(s.substr(0, 20)) || s[20] != '-') return false;
+    s.remove_prefix(21);
+    const auto dash = s.find('-');
+    if (dash == std::string_view::npos) return false;
+    return is_digits(s.substr(0, dash)) && is_digits(s.substr(dash + 1));
+}
+
+std::string ack_name_of(std::string_view seg_name) {
+    std::string r(seg_name.substr(0, seg_name.size() - 4));
+    r += ".ack";
+    return r;
+}
+
+std::atomic<std::uint64_t> g_last_stamp{0};
+std::atomic<std::uint64_t> g_name_counter{0};
+
+// A fresh segment name; the stamp is strictly increasing within the process.
+std::string make_segment_name() {
+    const auto now = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    std::uint64_t last = g_last_stamp.load(std::memory_order_relaxed);
+    std::uint64_t stamp;
+    do {
+        stamp = std::max(now, last + 1);
+    } while (!g_last_stamp.compare_exchange_weak(last, stamp, std::memory_order_relaxed));
+    const std::uint64_t n = g_name_counter.fetch_add(1, std::memory_order_relaxed);
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%020llu-%ld-%llu.seg", static_cast<unsigned long long>(stamp),
+                  static_cast<long>(::getpid()), static_cast<unsigned long long>(n));
+    return buf;
+}
+
+// Returns 0 or an errno value.
+int pwrite_all(int fd, const void* data, std::size_t len, std::uint64_t off) {
+    const char* p = static_cast<const char*>(data);
+    while (len > 0) {
+        const ssize_t n = ::pwrite(fd, p, len, static_cast<off_t>(off));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        if (n == 0) return EIO;
+        p += n;
+        len -= static_cast<std::size_t>(n);
+        off += static_cast<std::uint64_t>(n);
+    }
+    return 0;
+}
+
+// Returns 0 or an errno value. Consumes `iov` (entries are advanced on short writes).
+int pwritev_all(int fd, std::vector<iovec>& iov, std::uint64_t off) {
+    std::size_t idx = 0;
+    while (idx < iov.size()) {
+        const int cnt = static_cast<int>(std::min<std::size_t>(iov.size() - idx, IOV_MAX));
+        const ssize_t n = ::pwritev(fd, iov.data() + idx, cnt, static_cast<off_t>(off));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        if (n == 0) return EIO;
+        off += static_cast<std::uint64_t>(n);
+        auto left = static_cast<std::size_t>(n);
+        while (idx < iov.size() && left >= iov[idx].iov_len) {
+            left -= iov[idx].iov_len;
+            ++idx;
+        }
+        if (left > 0) {
+            iov[idx].iov_base = static_cast<char*>(iov[idx].iov_base) + left;
+            iov[idx].iov_len -= left;
+        }
+        while (idx < iov.size() && iov[idx].iov_len == 0) ++idx;
+    }
+    return 0;
+}
+
+// Bytes read (short only at end of file), or -1 with errno set.
+ssize_t pread_all(int fd, void* data, std::size_t len, std::uint64_t off) {
+    char* p = static_cast<char*>(data);
+    std::size_t got = 0;
+    while (got < len) {
+        const ssize_t n = ::pread(fd, p + got, len - got, static_cast<off_t>(off + got));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (n == 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    return static_cast<ssize_t>(got);
+}
+
+void close_fd(int& fd) noexcept {
+    if (fd >= 0) {
+        ::close(fd);
+        fd = -1;
+    }
+}
+
+bool is_full_errno(int err) { return err == ENOSPC || err == EDQUOT; }
+
+struct segment {
+    std::string name;
+    int fd = -1;
+    int ack_fd = -1;
+    bool own = false;
+    bool dirty = false;       // data written since the last fsync
+    bool ack_dirty = false;   // ack file written since the last fsync
+    std::uint64_t base = kHeaderSize;       // where frame counting starts (header / adopted ack)
+    std::uint64_t end = kHeaderSize;        // end of the valid frames
+    std::uint64_t file_size = kHeaderSize;  // bytes of the file, as counted in bytes_used_
+    std::uint64_t acked = kHeaderSize;      // acknowledged offset
+    std::uint64_t read_off = kHeaderSize;   // read cursor
+    std::uint64_t scanned = kHeaderSize;    // adopted: frames in [base, scanned) are counted in `frames`
+    std::uint64_t frames = 0;        // own: frames appended; adopted: frames seen after `base`
+    std::uint64_t acked_frames = 0;  // frames in [base, acked)
+    std::uint64_t first_seq = 0;     // own: sequence number of the first frame
+    std::deque<std::uint64_t> inflight;  // end offsets of frames in (acked, read_off]
+};
+
+enum class frame_status { ok, torn, corrupt };
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+struct spool::impl {
+    spool_options opts;
+    mutable std::mutex mu;
+    std::vector<std::unique_ptr<segment>> segs;  // read order; `current` is last when set
+    segment* current = nullptr;
+    std::unordered_set<std::string> bad_names;  // malformed segments this object gave up on
+
+    bool usage_known = false;
+    std::uint64_t bytes_used = 0;  // segment bytes in dir (all writers), tracked incrementally
+    bool adopted_once = false;
+
+    std::uint64_t next_seq = 1;
+    std::uint64_t acked_seq = 0;
+    std::uint64_t torn = 0;
+    std::uint64_t corrupt = 0;
+    std::uint64_t adopted = 0;
+
+    std::chrono::steady_clock::time_point last_sync = std::chrono::steady_clock::now();
+
+    // read-ahead window over one segment
+    std::unique_ptr<char[]> win;
+    std::size_t win_cap = 0;
+    const segment* win_seg = nullptr;
+    std::uint64_t win_off = 0;
+    std::size_t win_len = 0;
+
+    explicit impl(spool_options o) : opts(std::move(o)) {}
+
+    // ---- paths ----
+
+    std::string path_of(std::string_view name) const { return (opts.dir / name).string(); }
+
+    // ---- disk usage ----
+
+    static std::uint64_t scan_usage(const fs::path& dir) {
+        std::uint64_t total = 0;
+        DIR* d = ::opendir(dir.c_str());
+        if (!d) return 0;
+        const int dfd = ::dirfd(d);
+        while (const dirent* e = ::readdir(d)) {
+            if (!is_segment_name(e->d_name)) continue;
+            struct stat st {};
+            if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+                total += static_cast<std::uint64_t>(st.st_size);
+        }
+        ::closedir(d);
+        return total;
+    }
+
+    void ensure_usage() {
+        if (!usage_known) {
+            bytes_used = scan_usage(opts.dir);
+            usage_known = true;
+        }
+    }
+
+    void sub_used(std::uint64_t n) { bytes_used -= std::min(bytes_used, n); }
+
+    void fsync_dir() {
+        const int dfd = ::open(opts.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            ::fsync(dfd);
+            ::close(dfd);
+        }
+    }
+
+    // ---- fsync ----
+
+    // fsyncs everything written since the last sync. Returns 0 or the first errno.
+    int sync_all() {
+        int first_err = 0;
+        for (auto& up : segs) {
+            segment& s = *up;
+            if (s.dirty && s.fd >= 0) {
+                if (::fdatasync(s.fd) != 0 && !first_err) first_err = errno;
+                s.dirty = false;
+            }
+            if (s.ack_dirty && s.ack_fd >= 0) {
+                if (::fdatasync(s.ack_fd) != 0 && !first_err) first_err = errno;
+                s.ack_dirty = false;
+            }
+        }
+        last_sync = std::chrono::steady_clock::now();
+        return first_err;
+    }
+
+    int maybe_interval_sync() {
+        if (opts.fsync != fsync_policy::interval) return 0;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_sync < std::chrono::milliseconds(opts.fsync_interval_ms)) return 0;
+        return sync_all();
+    }
+
+    // ---- segment lifetime ----
+
+    std::size_t index_of(const segment* s) const {
+        for (std::size_t i = 0; i < segs.size(); ++i)
+            if (segs[i].get() == s) return i;
+        return segs.size();
+    }
+
+    void invalidate_window(const segment* s) {
+        if (win_seg == s) win_seg = nullptr;
+    }
+
+    // Unlinks the segment and its ack file (while still holding the lock), then closes.
+    void delete_segment_at(std::size_t i) {
+        segment* s = segs[i].get();
+        ::unlink(path_of(s->name).c_str());
+        ::unlink(path_of(ack_name_of(s->name)).c_str());
+        close_fd(s->ack_fd);
+        close_fd(s->fd);
+        sub_used(s->file_size);
+        invalidate_window(s);
+        if (current == s) current = nullptr;
+        segs.erase(segs.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+
+    void delete_segment(const segment* s) {
+        const std::size_t i = index_of(s);
+        if (i < segs.size()) delete_segment_at(i);
+    }
+
+    // Stop appending to the current segment; delete it if it is fully acknowledged.
+    void seal_current() {
+        segment* s = current;
+        if (!s) return;
+        current = nullptr;
+        if (s->acked >= s->end) delete_segment(s);
+    }
+
+    // Creates and locks a new own segment (as <name>.tmp, renamed once it has its header, so an
+    // adopter never sees an unlocked segment). false: the disk is full.
+    bool create_segment() {
+        for (int attempt = 0; attempt < 8; ++attempt) {
+            const std::string name = make_segment_name();
+            const std::string path = path_of(name);
+            const std::string tmp = path + ".tmp";
+            int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+            if (fd < 0) {
+                const int err = errno;
+                if (err == EEXIST) continue;
+                if (is_full_errno(err)) return false;
+                throw_errno(err, "create segment " + tmp);
+            }
+            while (::flock(fd, LOCK_EX) != 0) {
+                if (errno == EINTR) continue;
+                const int err = errno;
+                ::unlink(tmp.c_str());
+                close_fd(fd);
+                throw_errno(err, "lock segment " + tmp);
+            }
+            if (const int err = pwrite_all(fd, kMagic, sizeof kMagic, 0)) {
+                ::unlink(tmp.c_str());
+                close_fd(fd);
+                if (is_full_errno(err)) return false;
+                throw_errno(err, "write segment header " + tmp);
+            }
+            if (opts.fsync == fsync_policy::batch) ::fdatasync(fd);
+            int rc = ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE);
+            if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
+                // filesystem without RENAME_NOREPLACE: names are unique per process anyway
+                struct stat st {};
+                if (::stat(path.c_str(), &st) == 0) {
+                    errno = EEXIST;
+                } else {
+                    rc = ::rename(tmp.c_str(), path.c_str());
+                }
+            }
+            if (rc != 0) {
+                const int err = errno;
+                ::unlink(tmp.c_str());
+                close_fd(fd);
+                // ENOENT: an adopter cleaned up our tmp file in the instant before we locked it
+                if (err == EEXIST || err == ENOENT) continue;
+                if (is_full_errno(err)) return false;
+                throw_errno(err, "rename segment " + tmp);
+            }
+            if (opts.fsync == fsync_policy::batch) fsync_dir();
+            auto seg = std::make_unique<segment>();
+            seg->name = name;
+            seg->fd = fd;
+            seg->own = true;
+            seg->first_seq = next_seq;
+            current = seg.get();
+            segs.push_back(std::move(seg));
+            bytes_used += kHeaderSize;
+            return true;
+        }
+        throw_errno(EEXIST, "could not create a unique segment name");
+    }
+
+    // ---- reading frames ----
+
+    // Makes [off, off + len) of segment `s` available in the window (reading ahead up to
+    // s->end). nullptr if the file is shorter than that or cannot be read.
+    const char* fill(const segment* s, std::uint64_t off, std::size_t len) {
+        static const char empty = 0;
+        if (len == 0) return &empty;
+        if (win_seg == s && off >= win_off && off + len <= win_off + win_len)
+            return win.get() + (off - win_off);
+        const std::uint64_t avail = s->end > off ? s->end - off : 0;
+        const std::size_t want =
+            std::max<std::size_t>(len, static_cast<std::size_t>(std::min<std::uint64_t>(kWindow, avail)));
+        if (want > win_cap) {
+            win.reset(new char[want]);
+            win_cap = want;
+        }
+        win_seg = nullptr;
+        const ssize_t got = pread_all(s->fd, win.get(), want, off);
+        if (got < 0) return nullptr;
+        win_seg = s;
+        win_off = off;
+        win_len = static_cast<std::size_t>(got);
+        if (win_len < len) return nullptr;
+        return win.get();
+    }
+
+    void shrink_window() {
+        if (win_cap > kWindowKeep) {
+            win.reset();
+            win_cap = 0;
+            win_seg = nullptr;
+        }
+    }
+
+    // Parses the frame at `off`. On ok, `payload` views the window and `next` is its end.
+    frame_status parse_frame(const segment* s, std::uint64_t off, std::string_view& payload,
+                             std::uint64_t& next) {
+        const std::uint64_t limit = s->end;
+        if (off > limit || limit - off < kFrameHeader) return frame_status::torn;
+        const char* h = fill(s, off, kFrameHeader);
+        if (!h) return frame_status::torn;
+        const auto* uh = reinterpret_cast<const unsigned char*>(h);
+        const std::uint32_t len = load_le32(uh);
+        const std::uint32_t crc = load_le32(uh + 4);
+        if (len > limit - off - kFrameHeader) return frame_status::torn;
+        const char* p = fill(s, off + kFrameHeader, len);
+        if (!p) return frame_status::torn;
+        payload = std::string_view(p, len);
+        next = off + kFrameHeader + len;
+        if (crc32c(payload) != crc) return next == limit ? frame_status::torn : frame_status::corrupt;
+        return frame_status::ok;
+    }
+
+    // Counts frames in [from, to) by walking their headers (no CRC check). `exact`: the walk
+    // ended exactly at `to`.
+    std::uint64_t count_frames(const segment* s, std::uint64_t from, std::uint64_t to, bool& exact) {
+        std::uint64_t n = 0;
+        std::uint64_t off = from;
+        exact = false;
+        while (off < to) {
+            if (s->end - off < kFrameHeader) return n;
+            const char* h = fill(s, off, kFrameHeader);
+            if (!h) return n;
+            const std::uint32_t len = load_le32(reinterpret_cast<const unsigned char*>(h));
+            const std::uint64_t next = off + kFrameHeader + len;
+            if (next > to) return n;
+            off = next;
+            ++n;
+        }
+        exact = off == to;
+        return n;
+    }
+
+    // Cuts a torn tail of an adopted segment at `off`.
+    void cut_tail(segment* s, std::uint64_t off) {
+        invalidate_window(s);
+        struct stat st {};
+        if (::fstat(s->fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) > off) {
+            if (::ftruncate(s->fd, static_cast<off_t>(off)) == 0) {
+                if (opts.fsync != fsync_policy::never) ::fdatasync(s->fd);
+            }
+        }
+        if (s->file_size > off) {
+            sub_used(s->file_size - off);
+            s->file_size = off;
+        }
+        s->end = off;
+        ++torn;
+    }
+
+    // Frames of `s` not yet acknowledged (reads headers of adopted data never read).
+    std::uint64_t unacked_frames(segment* s) {
+        std::uint64_t n = s->frames - std::min(s->frames, s->acked_frames);
+        if (!s->own && s->scanned < s->end) {
+            bool exact = false;
+            n += count_frames(s, s->scanned, s->end, exact);
+        }
+        return n;
+    }
+
+    // ---- adoption ----
+
+    std::uint64_t read_ack_file(const std::string& seg_name, std::uint64_t seg_size) {
+        const int fd = ::open(path_of(ack_name_of(seg_name)).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return kHeaderSize;
+        unsigned char buf[16];
+        const ssize_t got = pread_all(fd, buf, sizeof buf, 0);
+        ::close(fd);
+        if (got != 12) return kHeaderSize;
+        const std::uint64_t off = load_le64(buf);
+        const std::uint32_t crc = load_le32(buf + 8);
+        if (crc32c(std::string_view(reinterpret_cast<const char*>(buf), 8)) != crc) return kHeaderSize;
+        if (off < kHeaderSize || off > seg_size) return kHeaderSize;
+        return off;
+    }
+
+    bool holds(const std::string& name) const {
+        for (const auto& s : segs)
+            if (s->name == name) return true;
+        return false;
+    }
+
+    std::size_t adopt() {
+        adopted_once = true;
+        std::vector<std::string> seg_names, tmp_names, ack_names;
+        {
+            DIR* d = ::opendir(opts.dir.c_str());
+            if (!d) return 0;
+            while (const dirent* e = ::readdir(d)) {
+                const std::string_view n = e->d_name;
+                if (is_segment_name(n)) {
+                    seg_names.emplace_back(n);
+                } else if (n.size() > 4 && n.substr(n.size() - 4) == ".tmp" &&
+                           is_segment_name(n.substr(0, n.size() - 4))) {
+                    tmp_names.emplace_back(n);
+                } else if (n.size() > 4 && n.substr(n.size() - 4) == ".ack") {
+                    std::string seg(n.substr(0, n.size() - 4));
+                    seg += ".seg";
+                    if (is_segment_name(seg)) ack_names.emplace_back(n);
+                }
+            }
+            ::closedir(d);
+        }
+        std::sort(seg_names.begin(), seg_names.end());
+
+        std::vector<std::unique_ptr<segment>> fresh;
+        for (const std::string& name : seg_names) {
+            if (bad_names.count(name) || holds(name)) continue;
+            const std::string path = path_of(name);
+            int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+            if (fd < 0) continue;
+            if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {  // a live writer (or adopter) owns it
+                close_fd(fd);
+                continue;
+            }
+            // The previous holder may have deleted (or renamed) it just before releasing it.
+            struct stat st {}, st2 {};
+            if (::fstat(fd, &st) != 0 || st.st_nlink == 0 || !S_ISREG(st.st_mode) ||
+                ::stat(path.c_str(), &st2) != 0 || st2.st_ino != st.st_ino || st2.st_dev != st.st_dev) {
+                close_fd(fd);
+                continue;
+            }
+            const auto size = static_cast<std::uint64_t>(st.st_size);
+            char hdr[kHeaderSize] = {};
+            const ssize_t got = pread_all(fd, hdr, sizeof hdr, 0);
+            if (got >= 0 && static_cast<std::uint64_t>(got) < kHeaderSize &&
+                std::memcmp(hdr, kMagic, static_cast<std::size_t>(got)) == 0) {
+                // never got its full header (created and cut short): nothing to replay
+                if (got > 0) ++torn;
+                ::unlink(path.c_str());
+                ::unlink(path_of(ack_name_of(name)).c_str());
+                close_fd(fd);
+                continue;
+            }
+            if (got != static_cast<ssize_t>(kHeaderSize) || std::memcmp(hdr, kMagic, sizeof kMagic) != 0) {
+                // not a segment: set it aside so nobody retries it, and count it
+                ++corrupt;
+                if (::rename(path.c_str(), (path + ".bad").c_str()) != 0) bad_names.insert(name);
+                close_fd(fd);
+                continue;
+            }
+            const std::uint64_t acked = read_ack_file(name, size);
+            if (acked >= size) {  // fully delivered; its writer did not get to delete it
+                ::unlink(path.c_str());
+                ::unlink(path_of(ack_name_of(name)).c_str());
+                close_fd(fd);
+                continue;
+            }
+            auto s = std::make_unique<segment>();
+            s->name = name;
+            s->fd = fd;
+            s->own = false;
+            s->base = s->acked = s->read_off = s->scanned = acked;
+            s->end = s->file_size = size;
+            fresh.push_back(std::move(s));
+        }
+
+        // Leftovers of writers killed while creating a segment.
+        for (const std::string& name : tmp_names) {
+            const std::string path = path_of(name);
+            int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+            if (fd < 0) continue;
+            struct stat st {}, st2 {};
+            if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &st) == 0 && st.st_nlink > 0 &&
+                ::stat(path.c_str(), &st2) == 0 && st2.st_ino == st.st_ino && st2.st_dev == st.st_dev)
+                ::unlink(path.c_str());
+            close_fd(fd);
+        }
+        // Ack files whose segment is gone (deleted by a writer that died in between).
+        for (const std::string& name : ack_names) {
+            std::string seg = name.substr(0, name.size() - 4) + ".seg";
+            struct stat st {};
+            if (::stat(path_of(seg).c_str(), &st) != 0 && errno == ENOENT) ::unlink(path_of(name).c_str());
+        }
+
+        const std::size_t count = fresh.size();
+        if (count > 0) {
+            // Insert after the segments with read progress; the current segment must not be
+            // written to once something is read after it, so it is sealed if it has progress.
+            if (current && current->read_off > current->base) seal_current();
+            std::size_t at = 0;
+            for (std::size_t i = 0; i < segs.size(); ++i)
+                if (segs[i]->read_off > segs[i]->base) at = i + 1;
+            segs.insert(segs.begin() + static_cast<std::ptrdiff_t>(at), std::make_move_iterator(fresh.begin()),
+                        std::make_move_iterator(fresh.end()));
+            adopted += count;
+        }
+        bytes_used = scan_usage(opts.dir);
+        usage_known = true;
+        return count;
+    }
+
+    // ---- append ----
+
+    struct pending_batch {
+        std::vector<unsigned char> headers;  // 8 bytes per frame; reserved, never reallocated
+        std::vector<iovec> iov;
+        std::size_t frames = 0;
+        std::uint64_t bytes = 0;
+        pending_batch() {
+            headers.resize(kMaxBatchFrames * kFrameHeader);
+            iov.reserve(kMaxBatchFrames * 2);
+        }
+        void clear() {
+            iov.clear();
+            frames = 0;
+            bytes = 0;
+        }
+    };
+
+    // Writes the pending frames to the current segment. false: disk full (nothing of the batch
+    // is kept). Throws on other I/O errors.
+    bool flush(pending_batch& b, std::size_t& committed) {
+        if (b.frames == 0) return true;
+        segment* s = current;
+        if (const int err = pwritev_all(s->fd, b.iov, s->end)) {
+            if (::ftruncate(s->fd, static_cast<off_t>(s->end)) != 0) { /* best effort */ }
+            b.clear();
+            if (is_full_errno(err)) return false;
+            throw_errno(err, "write segment " + s->name);
+        }
+        s->end += b.bytes;
+        s->file_size = s->end;
+        s->frames += b.frames;
+        s->dirty = true;
+        bytes_used += b.bytes;
+        next_seq += b.frames;
+        committed += b.frames;
+        b.clear();
+        return true;
+    }
+
+    // Makes room for `frame` bytes (plus a segment header if there is no current segment).
+    // false: the frame cannot be written (the caller rejects it and the rest).
+    bool make_room(std::uint64_t frame, pending_batch& b, std::size_t& committed, bool& rescanned,
+                   spool_append_result& r) {
+        auto need = [&] { return frame + (current ? 0 : kHeaderSize); };
+        auto fits = [&] { return bytes_used + b.bytes + need() <= opts.max_bytes; };
+        if (fits()) return true;
+        if (frame + kHeaderSize > opts.max_bytes) return false;  // can never fit
+        if (!flush(b, committed)) return false;
+        if (!rescanned) {  // other writers may have freed space
+            rescanned = true;
+            const std::uint64_t on_disk = scan_usage(opts.dir);
+            bytes_used = on_disk;
+            if (fits()) return true;
+        }
+        // A fully acknowledged current segment is just waiting for rotation: free it.
+        if (current && current->acked >= current->end && current->end > kHeaderSize) {
+            seal_current();
+            if (fits()) return true;
+        }
+        if (opts.full_policy != spool_full_policy::drop_oldest) return false;
+        while (!fits()) {
+            segment* victim = nullptr;
+            for (auto& s : segs)
+                if (s.get() != current) {
+                    victim = s.get();
+                    break;
+                }
+            if (!victim) {
+                if (current && current->end > kHeaderSize) {
+                    seal_current();  // make the current segment droppable too
+                    continue;
+                }
+                return false;
+            }
+            r.dropped_old += unacked_frames(victim);
+            delete_segment(victim);
+        }
+        return true;
+    }
+
+    template <class Get>
+    spool_append_result append(std::size_t n, Get get) {
+        std::lock_guard<std::mutex> lock(mu);
+        ensure_usage();
+        spool_append_result r;
+        pending_batch b;
+        std::size_t committed = 0;
+        bool rescanned = false;
+        bool full = false;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::string_view p = get(i);
+            if (p.size() > UINT32_MAX) {
+                full = true;
+                break;
+            }
+            const std::uint64_t frame = kFrameHeader + p.size();
+            if (current) {
+                const std::uint64_t seg_size = current->end + b.bytes;
+                if (seg_size > kHeaderSize && seg_size + frame > opts.segment_bytes) {
+                    if (!flush(b, committed)) {
+                        full = true;
+                        break;
+                    }
+                    seal_current();
+                }
+            }
+            if (!make_room(frame, b, committed, rescanned, r)) {
+                full = true;
+                break;
+            }
+            if (!current && !create_segment()) {
+                full = true;
+                break;
+            }
+            unsigned char* h = b.headers.data() + b.frames * kFrameHeader;
+            store_le32(h, static_cast<std::uint32_t>(p.size()));
+            store_le32(h + 4, crc32c(p));
+            b.iov.push_back({h, kFrameHeader});
+            if (!p.empty()) b.iov.push_back({const_cast<char*>(p.data()), p.size()});
+            ++b.frames;
+            b.bytes += frame;
+            if (b.frames == kMaxBatchFrames || b.bytes >= kMaxBatchBytes) {
+                if (!flush(b, committed)) {
+                    full = true;
+                    break;
+                }
+            }
+        }
+        // frames buffered before a refusal fit in the cap: they are still written
+        if (!flush(b, committed)) full = true;
+        (void)full;
+        r.appended = committed;
+        r.rejected = n - committed;
+        r.sequence = committed > 0 ? next_seq - 1 : 0;
+        if (committed > 0) {
+            if (opts.fsync == fsync_policy::batch) {
+                if (const int err = sync_all()) throw_errno(err, "fsync segment");
+            } else if (const int err = maybe_interval_sync()) {
+                throw_errno(err, "fsync segment");
+            }
+        }
+        return r;
+    }
+
+    // ---- read ----
+
+    std::vector<spool_entry> read(std::size_t max_frames, std::size_t max_bytes) {
+        std::lock_guard<std::mutex> lock(mu);
+        ensure_usage();
+        if (!adopted_once) adopt();
+        std::vector<spool_entry> out;
+        if (max_frames == 0) return out;
+        std::size_t bytes = 0;
+        bool stop = false;
+        for (std::size_t i = 0; i < segs.size() && !stop && out.size() < max_frames;) {
+            segment* s = segs[i].get();
+            while (s->read_off < s->end && out.size() < max_frames) {
+                std::string_view payload;
+                std::uint64_t next = 0;
+                const frame_status st = parse_frame(s, s->read_off, payload, next);
+                if (st == frame_status::ok) {
+                    if (!out.empty() && bytes + payload.size() > max_bytes) {
+                        stop = true;
+                        break;
+                    }
+                    bytes += payload.size();
+                    out.push_back(spool_entry{std::string(payload), spool_position{s->name, next}});
+                    s->read_off = next;
+                    s->inflight.push_back(next);
+                    if (!s->own && next > s->scanned) {
+                        ++s->frames;
+                        s->scanned = next;
+                    }
+                } else if (!s->own && st == frame_status::torn) {
+                    cut_tail(s, s->read_off);
+                } else {
+                    // bad frame in the middle (or an own segment changed under us): the rest
+                    // of this segment is lost
+                    ++corrupt;
+                    s->end = s->read_off;
+                    invalidate_window(s);
+                    if (s == current) current = nullptr;
+                }
+            }
+            if (s != current && s->read_off >= s->end && s->acked >= s->end) {
+                delete_segment_at(i);  // nothing left in it (tail cut back to the ack)
+                continue;
+            }
+            ++i;
+        }
+        shrink_window();
+        return out;
+    }
+
+    // ---- ack ----
+
+    void write_ack(segment* s) {
+        if (s->ack_fd < 0) {
+            s->ack_fd = ::open(path_of(ack_name_of(s->name)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+            if (s->ack_fd < 0) return;  // best effort: an unpersisted ack means a re-delivery
+        }
+        unsigned char buf[12];
+        store_le64(buf, s->acked);
+        store_le32(buf + 8, crc32c(std::string_view(reinterpret_cast<const char*>(buf), 8)));
+        if (pwrite_all(s->ack_fd, buf, sizeof buf, 0) != 0) return;
+        if (opts.fsync == fsync_policy::batch) {
+            ::fdatasync(s->ack_fd);
+        } else {
+            s->ack_dirty = true;
+        }
+    }
+
+    void ack(const spool_position& pos) {
+        std::lock_guard<std::mutex> lock(mu);
+        std::size_t idx = segs.size();
+        for (std::size_t i = 0; i < segs.size(); ++i)
+            if (segs[i]->name == pos.segment) {
+                idx = i;
+                break;
+            }
+        if (idx == segs.size()) return;  // already deleted (or dropped), or not ours
+        segment* s = segs[idx].get();
+        const std::uint64_t x = pos.offset;
+        if (x <= s->acked || x > s->end) {
+            maybe_interval_sync();
+            return;
+        }
+        std::uint64_t n = 0;
+        if (x <= s->read_off) {
+            const auto it = std::lower_bound(s->inflight.begin(), s->inflight.end(), x);
+            if (it == s->inflight.end() || *it != x) return;  // not a frame end we handed out
+            n = static_cast<std::uint64_t>(it - s->inflight.begin()) + 1;
+            s->inflight.erase(s->inflight.begin(), it + 1);
+        } else {
+            // acknowledging past the read cursor (e.g. frames read before a rewind())
+            bool exact = false;
+            n = count_frames(s, s->acked, x, exact);
+            if (!exact) return;
+            s->inflight.clear();
+            s->read_off = x;
+            if (!s->own && x > s->scanned) {
+                s->frames = s->acked_frames + n;
+                s->scanned = x;
+            }
+        }
+        // Reading is in order: every earlier segment has been delivered.
+        for (std::size_t j = 0; j < idx; ++j) {
+            const segment* e = segs[j].get();
+            if (e->own && e->frames > 0) acked_seq = std::max(acked_seq, e->first_seq + e->frames - 1);
+        }
+        for (std::size_t j = 0; j < idx; ++j) delete_segment_at(0);
+        s->acked = x;
+        s->acked_frames += n;
+        if (s->own && s->acked_frames > 0) acked_seq = std::max(acked_seq, s->first_seq + s->acked_frames - 1);
+        if (s != current && s->acked >= s->end) {
+            delete_segment(s);
+        } else {
+            write_ack(s);
+        }
+        maybe_interval_sync();
+    }
+
+    void rewind() {
+        std::lock_guard<std::mutex> lock(mu);
+        for (auto& s : segs) {
+            s->read_off = s->acked;
+            s->inflight.clear();
+        }
+    }
+
+    void close_all() noexcept {
+        std::lock_guard<std::mutex> lock(mu);
+        if (opts.fsync != fsync_policy::never) sync_all();
+        for (std::size_t i = 0; i < segs.size();) {
+            segment* s = segs[i].get();
+            if (s->acked >= s->end) {
+                delete_segment_at(i);
+                continue;
+            }
+            close_fd(s->ack_fd);
+            close_fd(s->fd);  // releases the lock: the next process adopts it
+            ++i;
+        }
+        segs.clear();
+        current = nullptr;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+
+spool::spool(spool_options opts) {
+    if (opts.dir.empty()) throw std::system_error(EINVAL, std::generic_category(), "fastret spool: empty dir");
+    std::error_code ec;
+    std::filesystem::create_directories(opts.dir, ec);
+    if (ec) throw std::system_error(ec, "fastret spool: create " + opts.dir.string());
+    if (!std::filesystem::is_directory(opts.dir, ec))
+        throw std::system_error(ENOTDIR, std::generic_category(), "fastret spool: " + opts.dir.string());
+    impl_ = std::make_unique<impl>(std::move(opts));
+}
+
+spool::~spool() {
+    if (!impl_) return;
+    try {
+        impl_->close_all();
+    } catch (...) {
+    }
+}
+
+spool_append_result spool::append(std::span<const std::string> payloads) {
+    return impl_->append(payloads.size(), [&](std::size_t i) { return std::string_view(payloads[i]); });
+}
+
+spool_append_result spool::append(std::span<const std::string_view> payloads) {
+    return impl_->append(payloads.size(), [&](std::size_t i) { return payloads[i]; });
+}
+
+std::vector<spool_entry> spool::read(std::size_t max_frames, std::size_t max_bytes) {
+    return impl_->read(max_frames, max_bytes);
+}
+
+void spool::rewind() { impl_->rewind(); }
+
+void spool::ack(const spool_position& pos) { impl_->ack(pos); }
+
+std::size_t spool::adopt_orphans() {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->ensure_usage();
+    return impl_->adopt();
+}
+
+std::uint64_t spool::acked_sequence() const {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    return impl_->acked_seq;
+}
+
+bool spool::has_unread() const {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (const auto& s : impl_->segs)
+        if (s->read_off < s->end) return true;
+    return false;
+}
+
+void spool::sync() {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (const int err = impl_->sync_all()) throw_errno(err, "fsync");
+}
+
+spool_stats spool::stats() const {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    spool_stats st;
+    st.bytes_on_disk = impl_->bytes_used;
+    st.segments = impl_->segs.size();
+    for (const auto& s : impl_->segs) st.pending_frames += s->frames - std::min(s->frames, s->acked_frames);
+    st.torn_tails_cut = impl_->torn;
+    st.corrupt_frames = impl_->corrupt;
+    st.adopted_segments = impl_->adopted;
+    return st;
+}
+
+const spool_options& spool::options() const noexcept { return impl_->opts; }
+
+}  // namespace fastret

@@ -1,0 +1,372 @@
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "encoders/json_lines.hpp"
+#include "sinks/file_sink.hpp"
+
+using namespace fastret;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct temp_dir {
+    std::string path;
+    temp_dir() {
+        std::string tmpl = (fs::temp_directory_path() / "fastret_file_sink_XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        path = tmpl;
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+std::unique_ptr<sink> make(const std::string& path, config_map extra = {}) {
+    extra["path"] = path;
+    options opts("sink 't' (file)", file_sink_options(), extra);
+    return make_file_sink("t", opts);
+}
+
+record rec(int i) {
+    record r;
+    r.kind = record_kind::job_return;
+    r.ts_us = 1795767352000000 + i;
+    r.jid = "2026112708155200000" + std::to_string(i % 10);
+    r.minion = "minion" + std::to_string(i);
+    r.fun = "test.ping";
+    r.success = 1;
+    r.retcode = 0;
+    r.payload = "{\"n\":" + std::to_string(i) + "}";
+    return r;
+}
+
+std::string line_of(const record& r) {
+    std::string out;
+    encode_json_lines(std::span<const record>(&r, 1), out);
+    out.pop_back();  // '\n'
+    return out;
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::vector<std::string> lines;
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(line);
+    return lines;
+}
+
+std::string read_all(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+write_result put(sink& s, std::vector<record> batch) { return s.write(batch); }
+
+unsigned perm_bits(const std::string& path) {
+    struct stat st;
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+}
+
+struct umask_guard {
+    mode_t old;
+    explicit umask_guard(mode_t m) : old(::umask(m)) {}
+    ~umask_guard() { ::umask(old); }
+};
+
+}  // namespace
+
+TEST_CASE("file sink: option table and defaults", "[file_sink]") {
+    const auto& t = file_sink_options();
+    std::vector<std::string> keys;
+    for (const auto& o : t) keys.push_back(o.key);
+    CHECK(keys == std::vector<std::string>{"path", "max_bytes", "backups", "fsync", "mode"});
+
+    options opts("sink 't' (file)", t, config_map{{"path", std::string("/tmp/x.jsonl")}});
+    CHECK(opts.get_int("max_bytes") == 104857600);
+    CHECK(opts.get_int("backups") == 5);
+    CHECK(opts.get_bool("fsync") == true);
+    CHECK(opts.get_int("mode") == 0600);
+
+    CHECK_THROWS_AS(options("s", t, config_map{}), config_error);  // path is required
+    auto bad = [&](const char* key, std::int64_t v) {
+        config_map raw{{"path", std::string("/tmp/x.jsonl")}, {key, v}};
+        return options("s", t, raw);
+    };
+    CHECK_THROWS_AS(bad("backups", 1001), config_error);
+    CHECK_THROWS_AS(bad("backups", -1), config_error);
+    CHECK_THROWS_AS(bad("mode", 0777 + 1), config_error);
+    CHECK_THROWS_AS(bad("max_bytes", -1), config_error);
+    CHECK_NOTHROW(bad("max_bytes", 0));
+
+    // The sink itself rejects paths that cannot name a file; construction does no I/O.
+    CHECK_THROWS_AS(make(""), config_error);
+    CHECK_THROWS_AS(make("/tmp/some/dir/"), config_error);
+    CHECK_NOTHROW(make("/nonexistent/dir/is/created/lazily.jsonl"));
+}
+
+TEST_CASE("file sink: batches are appended as whole lines", "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "a/b/out.jsonl";  // parent directories are created
+    auto s = make(path);
+    CHECK(s->type() == "file");
+    CHECK_FALSE(fs::exists(path));  // opened lazily
+
+    auto r = put(*s, {rec(1), rec(2), rec(3)});
+    REQUIRE(r.status == write_status::ok);
+    CHECK(r.error.empty());
+    r = put(*s, {rec(4), rec(5)});
+    REQUIRE(r.status == write_status::ok);
+
+    auto lines = read_lines(path);
+    REQUIRE(lines.size() == 5);
+    for (int i = 1; i <= 5; ++i) CHECK(lines[i - 1] == line_of(rec(i)));
+    CHECK(read_all(path).back() == '\n');
+
+    // A larger batch still arrives complete and in order.
+    std::vector<record> big;
+    for (int i = 0; i < 3000; ++i) big.push_back(rec(100 + i));
+    REQUIRE(s->write(big).status == write_status::ok);
+    lines = read_lines(path);
+    REQUIRE(lines.size() == 3005);
+    CHECK(lines[5] == line_of(rec(100)));
+    CHECK(lines.back() == line_of(rec(3099)));
+    s->close();
+
+    // A new sink on the same path appends rather than truncates.
+    auto s2 = make(path, {{"fsync", false}});
+    REQUIRE(put(*s2, {rec(6)}).status == write_status::ok);
+    lines = read_lines(path);
+    REQUIRE(lines.size() == 3006);
+    CHECK(lines.back() == line_of(rec(6)));
+}
+
+TEST_CASE("file sink: rotation keeps the configured number of backups newest first", "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "rot.jsonl";
+    const auto line_len = static_cast<std::int64_t>(line_of(rec(1)).size() + 1);
+    // Room for one line but not two: every batch after the first rotates.
+    const std::int64_t max_bytes = line_len + line_len / 2;
+
+    SECTION("backups = 2") {
+        auto s = make(path, {{"max_bytes", max_bytes}, {"backups", std::int64_t{2}},
+                             {"fsync", false}});
+        for (int i = 1; i <= 5; ++i) REQUIRE(put(*s, {rec(i)}).status == write_status::ok);
+        CHECK(read_lines(path) == std::vector<std::string>{line_of(rec(5))});
+        CHECK(read_lines(path + ".1") == std::vector<std::string>{line_of(rec(4))});
+        CHECK(read_lines(path + ".2") == std::vector<std::string>{line_of(rec(3))});
+        CHECK_FALSE(fs::exists(path + ".3"));
+    }
+    SECTION("backups = 0 truncates") {
+        auto s = make(path, {{"max_bytes", max_bytes}, {"backups", std::int64_t{0}},
+                             {"fsync", false}});
+        for (int i = 1; i <= 3; ++i) REQUIRE(put(*s, {rec(i)}).status == write_status::ok);
+        CHECK(read_lines(path) == std::vector<std::string>{line_of(rec(3))});
+        CHECK_FALSE(fs::exists(path + ".1"));
+    }
+    SECTION("lines accumulate until the limit") {
+        auto s = make(path, {{"max_bytes", 2 * line_len}, {"backups", std::int64_t{3}}});
+        for (int i = 1; i <= 5; ++i) REQUIRE(put(*s, {rec(i)}).status == write_status::ok);
+        CHECK(read_lines(path) == std::vector<std::string>{line_of(rec(5))});
+        CHECK(read_lines(path + ".1") ==
+              std::vector<std::string>{line_of(rec(3)), line_of(rec(4))});
+        CHECK(read_lines(path + ".2") ==
+              std::vector<std::string>{line_of(rec(1)), line_of(rec(2))});
+        CHECK_FALSE(fs::exists(path + ".3"));
+    }
+    SECTION("a batch larger than max_bytes goes whole into a fresh file") {
+        auto s = make(path, {{"max_bytes", std::int64_t{10}}, {"fsync", false}});
+        REQUIRE(put(*s, {rec(1), rec(2)}).status == write_status::ok);
+        REQUIRE(put(*s, {rec(3), rec(4)}).status == write_status::ok);
+        CHECK(read_lines(path) == std::vector<std::string>{line_of(rec(3)), line_of(rec(4))});
+        CHECK(read_lines(path + ".1") ==
+              std::vector<std::string>{line_of(rec(1)), line_of(rec(2))});
+    }
+    SECTION("max_bytes = 0 never rotates") {
+        auto s = make(path, {{"max_bytes", std::int64_t{0}}, {"fsync", false}});
+        for (int i = 1; i <= 4; ++i) REQUIRE(put(*s, {rec(i)}).status == write_status::ok);
+        CHECK(read_lines(path).size() == 4);
+        CHECK_FALSE(fs::exists(path + ".1"));
+    }
+}
+
+TEST_CASE("file sink: notices a file rotated or replaced by another writer", "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "shared.jsonl";
+    auto s = make(path, {{"fsync", false}});
+    REQUIRE(put(*s, {rec(1)}).status == write_status::ok);
+
+    // Another process rotates the file away: the next batch goes to a new file at `path`.
+    fs::rename(path, path + ".other");
+    REQUIRE(put(*s, {rec(2)}).status == write_status::ok);
+    CHECK(read_lines(path + ".other") == std::vector<std::string>{line_of(rec(1))});
+    CHECK(read_lines(path) == std::vector<std::string>{line_of(rec(2))});
+
+    // Another process replaces the file with its own: the sink appends to that one.
+    fs::remove(path);
+    { std::ofstream(path, std::ios::binary) << "{\"other\":1}\n"; }
+    REQUIRE(put(*s, {rec(3)}).status == write_status::ok);
+    CHECK(read_lines(path) == std::vector<std::string>{"{\"other\":1}", line_of(rec(3))});
+}
+
+TEST_CASE("file sink: two writers on one path rotate once per need and lose nothing",
+          "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "two.jsonl";
+    const auto line_len = static_cast<std::int64_t>(line_of(rec(1)).size() + 1);
+    config_map opts{{"max_bytes", line_len + line_len / 2}, {"backups", std::int64_t{3}},
+                    {"fsync", false}};
+    auto a = make(path, opts);
+    auto b = make(path, opts);  // stands in for a second process (its own descriptor)
+    REQUIRE(put(*a, {rec(1)}).status == write_status::ok);
+    REQUIRE(put(*b, {rec(2)}).status == write_status::ok);  // b rotates a's file
+    REQUIRE(put(*a, {rec(3)}).status == write_status::ok);  // a must notice, reopen, rotate
+    REQUIRE(put(*b, {rec(4)}).status == write_status::ok);
+    CHECK(read_lines(path) == std::vector<std::string>{line_of(rec(4))});
+    CHECK(read_lines(path + ".1") == std::vector<std::string>{line_of(rec(3))});
+    CHECK(read_lines(path + ".2") == std::vector<std::string>{line_of(rec(2))});
+    CHECK(read_lines(path + ".3") == std::vector<std::string>{line_of(rec(1))});
+}
+
+TEST_CASE("file sink: concurrent processes rotating one file keep every line whole",
+          "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "procs.jsonl";
+    const auto line_len = static_cast<std::int64_t>(line_of(rec(1)).size() + 1);
+    constexpr int procs = 4, batches = 40, per_batch = 2;
+    // About 5 lines per file, enough backups that nothing is dropped.
+    config_map opts{{"max_bytes", 5 * line_len}, {"backups", std::int64_t{200}},
+                    {"fsync", false}};
+    std::vector<pid_t> pids;
+    for (int p = 0; p < procs; ++p) {
+        pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            int rc = 0;
+            {
+                auto s = make(path, opts);
+                for (int b = 0; b < batches; ++b) {
+                    std::vector<record> batch;
+                    for (int i = 0; i < per_batch; ++i)
+                        batch.push_back(rec(100000 * (p + 1) + b * per_batch + i));
+                    if (s->write(batch).status != write_status::ok) rc = 1;
+                }
+                s->close();
+            }
+            ::_exit(rc);
+        }
+        pids.push_back(pid);
+    }
+    for (pid_t pid : pids) {
+        int status = 0;
+        REQUIRE(::waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+    }
+
+    std::set<std::string> expected;
+    for (int p = 0; p < procs; ++p)
+        for (int n = 0; n < batches * per_batch; ++n)
+            expected.insert(line_of(rec(100000 * (p + 1) + n)));
+    std::multiset<std::string> seen;
+    std::size_t files = 0;
+    for (int i = 0; i <= 200; ++i) {
+        const std::string f = i == 0 ? path : path + "." + std::to_string(i);
+        if (!fs::exists(f)) continue;
+        ++files;
+        for (auto& l : read_lines(f)) seen.insert(l);
+    }
+    CHECK(files > 10);  // it did rotate, many times
+    CHECK(seen.size() == expected.size());  // nothing lost, nothing doubled
+    CHECK(std::set<std::string>(seen.begin(), seen.end()) == expected);  // every line whole
+}
+
+TEST_CASE("file sink: permission bits on creation", "[file_sink]") {
+    temp_dir dir;
+    SECTION("default 0600, directories 0700") {
+        umask_guard g(022);
+        const std::string path = dir / "sub/p.jsonl";
+        auto s = make(path);
+        REQUIRE(put(*s, {rec(1)}).status == write_status::ok);
+        CHECK(perm_bits(path) == 0600);
+        CHECK(perm_bits(dir / "sub") == 0700);
+    }
+    SECTION("configured mode is exact, whatever the umask") {
+        umask_guard g(077);
+        const std::string path = dir / "p.jsonl";
+        auto s = make(path, {{"mode", std::int64_t{0644}}, {"fsync", false}});
+        REQUIRE(put(*s, {rec(1)}).status == write_status::ok);
+        CHECK(perm_bits(path) == 0644);
+    }
+    SECTION("an existing file keeps its bits; rotated-in files get the mode") {
+        const std::string path = dir / "p.jsonl";
+        { std::ofstream(path) << "{}\n"; }
+        REQUIRE(::chmod(path.c_str(), 0640) == 0);
+        auto s = make(path, {{"max_bytes", std::int64_t{4}}, {"fsync", false}});
+        REQUIRE(put(*s, {rec(1)}).status == write_status::ok);  // rotates "{}\n" away
+        CHECK(perm_bits(path + ".1") == 0640);
+        CHECK(perm_bits(path) == 0600);
+    }
+}
+
+TEST_CASE("file sink: I/O errors are results and not crashes", "[file_sink]") {
+    temp_dir dir;
+    const std::string blocker = dir / "blocker";
+    { std::ofstream(blocker) << "a regular file\n"; }
+
+    SECTION("directory cannot be created (a path component is a file): fatal") {
+        auto s = make(blocker + "/sub/out.jsonl");
+        auto r = put(*s, {rec(1)});
+        CHECK(r.status == write_status::fatal);
+        CHECK_THAT(r.error, Catch::Contains("blocker") && Catch::Contains("Not a directory"));
+        CHECK(put(*s, {rec(2)}).status != write_status::ok);  // still failing, still alive
+        s->close();
+    }
+    SECTION("parent is a file: fatal") {
+        auto s = make(blocker + "/out.jsonl");
+        auto r = put(*s, {rec(1)});
+        CHECK(r.status == write_status::fatal);
+        CHECK_FALSE(r.error.empty());
+    }
+    SECTION("path is a directory: fatal") {
+        auto s = make(dir.path);
+        auto r = put(*s, {rec(1)});
+        CHECK(r.status == write_status::fatal);
+        CHECK_THAT(r.error, Catch::Contains("Is a directory"));
+    }
+    SECTION("disk full: retry with the errno text") {
+        if (::access("/dev/full", W_OK) != 0) {
+            WARN("no /dev/full here; skipped");
+            return;
+        }
+        auto s = make("/dev/full");
+        auto r = put(*s, {rec(1)});
+        CHECK(r.status == write_status::retry);
+        CHECK_THAT(r.error, Catch::Contains("No space left on device"));
+        CHECK(put(*s, {rec(2)}).status == write_status::retry);
+        s->close();
+    }
+}
+
+TEST_CASE("file sink: a relative path is resolved when the sink is made", "[file_sink]") {
+    temp_dir dir;
+    auto old_cwd = fs::current_path();
+    REQUIRE(::chdir(dir.path.c_str()) == 0);
+    auto s = make("rel/out.jsonl", {{"fsync", false}});
+    REQUIRE(::chdir(old_cwd.c_str()) == 0);
+    REQUIRE(put(*s, {rec(1)}).status == write_status::ok);
+    CHECK(read_lines(dir / "rel/out.jsonl") == std::vector<std::string>{line_of(rec(1))});
+}

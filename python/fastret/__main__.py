@@ -1,0 +1,3 @@
+from fastret.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,273 @@
+// fastret._native: the runtime, records and sink registry for Python.
+//
+// GIL: Python objects are converted to records while holding the GIL; enqueue, flush and close
+// run with it released (they touch only C++ data and may wait on I/O), and the runtime's
+// I/O thread never touches a Python object.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "encode.hpp"
+#include "fastret/config.hpp"
+#include "fastret/record.hpp"
+#include "fastret/runtime.hpp"
+#include "fastret/sink.hpp"
+
+namespace py = pybind11;
+
+namespace fastret::py_bind {
+void register_store(py::module_& m);
+}
+
+namespace {
+
+using namespace fastret;
+
+config_value to_config_value(const std::string& key, py::handle v) {
+    if (v.is_none()) return std::monostate{};
+    if (py::isinstance<py::bool_>(v)) return v.cast<bool>();
+    if (py::isinstance<py::int_>(v)) return v.cast<std::int64_t>();
+    if (py::isinstance<py::float_>(v)) return v.cast<double>();
+    if (py::isinstance<py::str>(v)) return v.cast<std::string>();
+    if (py::isinstance<py::list>(v) || py::isinstance<py::tuple>(v)) {
+        std::vector<std::string> out;
+        for (auto item : v) {
+            if (!py::isinstance<py::str>(item))
+                throw config_error("option '" + key + "' must be a list of strings");
+            out.push_back(item.cast<std::string>());
+        }
+        return out;
+    }
+    throw config_error("option '" + key + "' has an unsupported type " +
+                       std::string(Py_TYPE(v.ptr())->tp_name));
+}
+
+config_map to_config_map(const py::dict& d) {
+    config_map m;
+    for (auto [k, v] : d) {
+        auto key = py::str(k).cast<std::string>();
+        m[key] = to_config_value(key, v);
+    }
+    return m;
+}
+
+py::dict spec_to_dict(const option_spec& o) {
+    py::dict d;
+    d["key"] = o.key;
+    d["type"] = std::string(to_string(o.type));
+    d["default"] = o.default_text;
+    d["required"] = o.required;
+    d["min"] = o.min == INT64_MIN ? py::object(py::none()) : py::object(py::int_(o.min));
+    d["max"] = o.max == INT64_MAX ? py::object(py::none()) : py::object(py::int_(o.max));
+    d["choices"] = o.choices;
+    d["doc"] = o.doc;
+    d["secret"] = o.secret;
+    return d;
+}
+
+record_kind parse_kind(const std::string& kind) {
+    auto k = record_kind_from_string(kind);
+    if (!k) throw py::value_error("unknown record kind '" + kind + "'");
+    return *k;
+}
+
+// A record's fields from Python: (kind, jid, minion, fun, tag, success, retcode, data).
+// `data` is encoded here; the rest are plain strings (str() for anything else).
+record make_record(const py::tuple& t, const py_bind::encode_options& eo) {
+    if (t.size() != 8) throw py::value_error("record tuple must have 8 items");
+    auto text = [](py::handle h) -> std::string {
+        if (h.is_none()) return {};
+        if (py::isinstance<py::str>(h)) {
+            Py_ssize_t n = 0;
+            const char* p = PyUnicode_AsUTF8AndSize(h.ptr(), &n);
+            if (p) return std::string(p, static_cast<std::size_t>(n));
+            PyErr_Clear();
+        }
+        auto s = py::str(h);
+        py::bytes b = py::reinterpret_steal<py::bytes>(
+            PyUnicode_AsEncodedString(s.ptr(), "utf-8", "surrogatepass"));
+        return b.cast<std::string>();
+    };
+    record r;
+    r.kind = parse_kind(t[0].cast<std::string>());
+    r.ts_us = now_us();
+    r.jid = text(t[1]);
+    r.minion = text(t[2]);
+    r.fun = text(t[3]);
+    r.tag = text(t[4]);
+    if (t[5].is_none()) r.success = -1;
+    else r.success = py::bool_(t[5]).cast<bool>() ? 1 : 0;
+    if (!t[6].is_none()) {
+        try {
+            r.retcode = t[6].cast<std::int64_t>();
+        } catch (const py::cast_error&) {
+        }
+    }
+    r.payload = py_bind::encode_python(t[7], eo);
+    return r;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+    m.doc() = "fastret's compiled core (records, runtime, sinks, spool)";
+
+    py::register_exception<config_error>(m, "ConfigError", PyExc_ValueError);
+
+    py_bind::register_encode(m);
+    py_bind::register_store(m);
+
+    m.def(
+        "add_sink",
+        [](const std::string& name, const std::string& type, const py::dict& config,
+           const std::string& spool_root) -> std::size_t {
+            options validated;
+            auto s = make_sink(name, type, to_config_map(config), &validated);
+            auto policy = policy_from_options(validated, name, spool_root);
+            py::gil_scoped_release release;  // starts the I/O thread, opens the spool: no Python
+            return runtime::instance().add_sink(name, std::move(s), std::move(policy));
+        },
+        py::arg("name"), py::arg("type"), py::arg("config"), py::arg("spool_root"),
+        "Validate a sink's configuration, build it and register it with this process's runtime. "
+        "Raises ConfigError naming the sink and key.");
+
+    m.def(
+        "validate_sink",
+        [](const std::string& name, const std::string& type, const py::dict& config) {
+            const auto* info = find_sink_type(type);
+            if (!info) make_sink(name, type, {});  // throws the unknown-type error
+            std::vector<option_spec> table = *info->option_table;
+            const auto& common = common_sink_options();
+            table.insert(table.end(), common.begin(), common.end());
+            options("sink '" + name + "' (" + type + ")", table, to_config_map(config));
+        },
+        py::arg("name"), py::arg("type"), py::arg("config"),
+        "Check a sink's configuration without building it; raises ConfigError.");
+
+    m.def(
+        "submit",
+        [](const std::vector<std::size_t>& sinks, const py::list& records, std::size_t max_depth,
+           bool bytes_base64) {
+            py_bind::encode_options eo{max_depth, bytes_base64};
+            std::vector<record> batch;
+            batch.reserve(records.size());
+            for (auto item : records) batch.push_back(make_record(item.cast<py::tuple>(), eo));
+            std::vector<std::uint64_t> tickets;
+            py::gil_scoped_release release;  // spool append and queueing: C++ data only
+            auto& rt = runtime::instance();
+            for (std::size_t i = 0; i < sinks.size(); ++i) {
+                if (i + 1 == sinks.size()) tickets.push_back(rt.enqueue(sinks[i], std::move(batch)));
+                else tickets.push_back(rt.enqueue(sinks[i], batch));
+            }
+            return tickets;
+        },
+        py::arg("sinks"), py::arg("records"), py::arg("max_depth") = 100,
+        py::arg("bytes_base64") = false,
+        "Encode records (tuples of kind, jid, minion, fun, tag, success, retcode, data) and hand "
+        "them to each sink. Returns one ticket per sink for flush_until().");
+
+    m.def(
+        "flush_until",
+        [](std::size_t sink, std::uint64_t ticket, double timeout_s) {
+            py::gil_scoped_release release;  // waits on the I/O thread
+            return runtime::instance().flush_until(
+                sink, ticket, std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000)));
+        },
+        py::arg("sink"), py::arg("ticket"), py::arg("timeout"));
+
+    m.def(
+        "flush",
+        [](double timeout_s) {
+            py::gil_scoped_release release;
+            return runtime::instance().flush(
+                std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000)));
+        },
+        py::arg("timeout"));
+
+    m.def(
+        "close",
+        [](double timeout_s) {
+            py::gil_scoped_release release;  // joins the I/O thread
+            runtime::instance().close(
+                std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000)));
+        },
+        py::arg("timeout"));
+
+    m.def(
+        "drain",
+        [](double timeout_s) {
+            py::gil_scoped_release release;  // waits on the I/O thread
+            return runtime::instance().drain(
+                std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000)));
+        },
+        py::arg("timeout"),
+        "Wait until every sink delivered everything, including spooled records of earlier "
+        "processes. False on timeout or a fatal sink.");
+
+    m.def("crc32c", [](py::bytes data) { return crc32c(std::string_view(data)); });
+
+    m.def("is_closed", [] { return runtime::instance().is_closed(); });
+    m.def("find_sink", [](const std::string& name) { return runtime::instance().find(name); });
+
+    m.def("stats", [] {
+        py::list out;
+        for (const auto& s : runtime::instance().stats()) {
+            py::dict d;
+            d["name"] = s.name;
+            d["type"] = s.type;
+            d["accepted"] = s.accepted;
+            d["delivered"] = s.delivered;
+            d["retried"] = s.retried;
+            d["spooled"] = s.spooled;
+            d["replayed"] = s.replayed;
+            d["dropped"] = s.dropped;
+            d["failed"] = s.failed;
+            d["truncated"] = s.truncated;
+            d["bytes"] = s.bytes;
+            d["queue_depth"] = s.queue_depth;
+            d["last_error"] = s.last_error;
+            d["fatal"] = s.fatal;
+            out.append(d);
+        }
+        return out;
+    });
+
+    m.def("take_messages", [] {
+        py::list out;
+        for (auto& msg : runtime::instance().take_messages())
+            out.append(py::make_tuple(msg.level, msg.text));
+        return out;
+    });
+
+    m.def("sink_types", [] {
+        py::list out;
+        for (const auto& t : sink_types()) {
+            py::dict d;
+            d["type"] = t.type;
+            d["summary"] = t.summary;
+            py::list opts;
+            for (const auto& o : *t.option_table) opts.append(spec_to_dict(o));
+            d["options"] = opts;
+            out.append(d);
+        }
+        return out;
+    });
+
+    m.def("common_options", [] {
+        py::list opts;
+        for (const auto& o : common_sink_options()) opts.append(spec_to_dict(o));
+        return opts;
+    });
+
+    m.def("record_id",
+          [](const std::string& kind, const std::string& jid, const std::string& minion,
+             const std::string& fun, const std::string& tag, const std::string& payload) {
+              record r;
+              r.kind = parse_kind(kind);
+              r.jid = jid;
+              r.minion = minion;
+              r.fun = fun;
+              r.tag = tag;
+              r.payload = payload;
+              return compute_record_id(r);
+          });
+}

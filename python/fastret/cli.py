@@ -1,0 +1,260 @@
+"""The ``fastret`` command (also ``python -m fastret``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+
+from fastret import ConfigError, __version__, native
+
+DESCRIPTION = """\
+fastret: fast, durable delivery of Salt job returns and events.
+
+Commands:
+  spool status   what is waiting in the spool: per sink directory, segments, bytes and
+                 records not yet delivered (records stay there while a sink is down or after
+                 a process exited before delivering them)
+  spool drain    deliver what is waiting in the spool now, with the configuration Salt would
+                 use, and report what was delivered
+  stats          the state of the configured sinks: spool backlog and, for sqlite stores,
+                 the number of jobs, returns and events stored
+  jobs           the most recent jobs in the embedded store, with each minion's result
+  config check   validate the fastret configuration the way Salt will load it
+  docs           print the configuration reference (generated from the sinks' option tables)
+"""
+
+SEGMENT_HEADER = b"FRSPOOL1"
+
+
+def _salt_opts(args):
+    """Salt's own view of the configuration (cachedir, the fastret block)."""
+    import salt.config  # noqa: PLC0415 - only needed by commands that read Salt's config
+
+    path = os.path.join(args.config_dir, args.role)
+    if args.role == "master":
+        return salt.config.master_config(path)
+    return salt.config.minion_config(path)
+
+
+def _spool_root(args):
+    if args.spool_dir:
+        return args.spool_dir
+    from fastret.config import default_spool_root  # noqa: PLC0415
+
+    return default_spool_root(_salt_opts(args))
+
+
+def _read_ack(path) -> int | None:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    if len(data) != 12:
+        return None
+    offset, crc = struct.unpack("<QI", data)
+    if native().crc32c(data[:8]) != crc:
+        return None
+    return offset
+
+
+def segment_backlog(seg_path) -> tuple[int, int]:
+    """(records, bytes) not yet acknowledged in one segment file."""
+    ack = _read_ack(seg_path[: -len(".seg")] + ".ack") or len(SEGMENT_HEADER)
+    frames = 0
+    size = os.path.getsize(seg_path)
+    with open(seg_path, "rb") as fh:
+        if fh.read(len(SEGMENT_HEADER)) != SEGMENT_HEADER:
+            return 0, 0
+        pos = max(ack, len(SEGMENT_HEADER))
+        while pos + 8 <= size:
+            fh.seek(pos)
+            length, _crc = struct.unpack("<II", fh.read(8))
+            if pos + 8 + length > size:
+                break
+            frames += 1
+            pos += 8 + length
+    return frames, max(0, size - max(ack, len(SEGMENT_HEADER)))
+
+
+def spool_status(root: str) -> list[dict]:
+    out = []
+    if not os.path.isdir(root):
+        return out
+    for name in sorted(os.listdir(root)):
+        d = os.path.join(root, name)
+        if not os.path.isdir(d):
+            continue
+        segs = sorted(f for f in os.listdir(d) if f.endswith(".seg"))
+        records = pending = total = 0
+        for f in segs:
+            p = os.path.join(d, f)
+            total += os.path.getsize(p)
+            r, b = segment_backlog(p)
+            records += r
+            pending += b
+        out.append({"sink": name, "dir": d, "segments": len(segs), "bytes_on_disk": total,
+                    "pending_records": records, "pending_bytes": pending})
+    return out
+
+
+def _configured_sinks(args):
+    """SinkConfigs of everything this Salt config delivers to: the routed fastret block (or
+    the default) and the one-sink returners with their default destinations."""
+    from fastret import salt_glue  # noqa: PLC0415
+
+    opts = _salt_opts(args)
+    sinks = list(salt_glue.routed_backend(opts).cfg.sinks)
+    for module in salt_glue.SINK_MODULES:
+        sinks.extend(salt_glue.sink_backend(module, opts, None).cfg.sinks)
+    return sinks
+
+
+def cmd_spool_status(args):
+    rows = spool_status(_spool_root(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("spool is empty")
+        return 0
+    print(f"{'sink':40} {'segments':>8} {'records':>9} {'pending bytes':>14}")
+    for r in rows:
+        print(f"{r['sink']:40} {r['segments']:>8} {r['pending_records']:>9} {r['pending_bytes']:>14}")
+    return 0
+
+
+def cmd_spool_drain(args):
+    from fastret import pipeline  # noqa: PLC0415
+
+    root = _spool_root(args)
+    before = {r["sink"]: r for r in spool_status(root)}
+    sinks = [s for s in _configured_sinks(args) if s.name in before]
+    unknown = sorted(set(before) - {s.name for s in sinks})
+    for s in sinks:
+        pipeline.sink_id(s)
+    nat = native()
+    ok = nat.drain(args.timeout)
+    stats = {s["name"]: s for s in nat.stats()}
+    pipeline.close(args.timeout)
+    for s in sinks:
+        st = stats.get(s.name, {})
+        print(f"{s.name}: delivered {st.get('delivered', 0)} record(s), "
+              f"{st.get('dropped', 0)} dropped"
+              + (f", last error: {st['last_error']}" if st.get("last_error") else ""))
+    for name in unknown:
+        print(f"{name}: not in the current configuration; left as is", file=sys.stderr)
+    if not sinks:
+        print("nothing to drain")
+    return 0 if ok else 1
+
+
+def cmd_stats(args):
+    rows = {r["sink"]: r for r in spool_status(_spool_root(args))}
+    result = []
+    for s in _configured_sinks(args):
+        row = {"sink": s.name, "type": s.type, "destination": s.options.get("path", "")}
+        sp = rows.get(s.name)
+        row["spool_pending_records"] = sp["pending_records"] if sp else 0
+        if s.type == "sqlite" and os.path.exists(s.options["path"]):
+            store = native().SqliteStore(s.options["path"])
+            row.update({t: store.count(t) for t in ("jids", "salt_returns", "salt_events")})
+        result.append(row)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for row in result:
+            print("  ".join(f"{k}={v}" for k, v in row.items()))
+    return 0
+
+
+def cmd_jobs(args):
+    from fastret import salt_glue  # noqa: PLC0415
+
+    backend = salt_glue.routed_backend(_salt_opts(args))
+    store = backend.store()
+    for jid, load in store.get_jobs(args.limit, False):
+        load = json.loads(load)
+        print(f"{jid}  {load.get('fun', '')}  target={load.get('tgt', '')}")
+        for minion, full in store.get_returns(jid):
+            ret = json.loads(full)
+            text = json.dumps(ret.get("return"), sort_keys=True)
+            if len(text) > 200:
+                text = text[:200] + "..."
+            print(f"    {minion}: success={ret.get('success')} retcode={ret.get('retcode')} "
+                  f"return={text}")
+    return 0
+
+
+def cmd_config_check(args):
+    from fastret import salt_glue  # noqa: PLC0415
+
+    opts = _salt_opts(args)
+    try:
+        backend = salt_glue.routed_backend(opts)
+        for module in salt_glue.SINK_MODULES:
+            salt_glue.sink_backend(module, opts, None)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    for s in backend.cfg.sinks:
+        print(f"ok: sink {s.name} ({s.type})")
+    return 0
+
+
+def cmd_docs(_args):
+    from fastret.docs import config_reference  # noqa: PLC0415
+
+    sys.stdout.write(config_reference())
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="fastret", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"fastret {__version__}")
+    p.add_argument("-c", "--config-dir", default="/etc/salt",
+                   help="Salt configuration directory (default /etc/salt)")
+    p.add_argument("--role", choices=["minion", "master"], default="minion",
+                   help="which Salt configuration file to read (default minion)")
+    p.add_argument("--spool-dir", help="spool root directory (default <cachedir>/fastret/spool)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    spool = sub.add_parser("spool", help="inspect or drain the durable spool")
+    ssub = spool.add_subparsers(dest="spool_command", required=True)
+    st = ssub.add_parser("status", help="records waiting in the spool, per sink")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_spool_status)
+    dr = ssub.add_parser("drain", help="deliver what waits in the spool now")
+    dr.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds to wait for delivery (default 60)")
+    dr.set_defaults(func=cmd_spool_drain)
+
+    s = sub.add_parser("stats", help="state of the configured sinks")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_stats)
+
+    j = sub.add_parser("jobs", help="recent jobs in the embedded store")
+    j.add_argument("--limit", type=int, default=10, help="how many jobs (default 10)")
+    j.set_defaults(func=cmd_jobs)
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    cc = csub.add_parser("check", help="validate the fastret configuration")
+    cc.set_defaults(func=cmd_config_check)
+
+    d = sub.add_parser("docs", help="print the configuration reference (Markdown)")
+    d.set_defaults(func=cmd_docs)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"fastret: {exc}", file=sys.stderr)
+        return 2

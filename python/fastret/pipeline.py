@@ -1,0 +1,122 @@
+"""Per-process delivery: registers sinks with the native runtime and hands records over.
+
+The native runtime is per process and rebuilt after a fork; this module keeps its own
+per-process state the same way (keyed by pid), so a forked or forkserver-started Salt job
+process registers its sinks afresh on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing.util
+import os
+import threading
+
+from fastret import ConfigError, native
+from fastret.config import PipelineConfig
+
+log = logging.getLogger("fastret")
+
+CLOSE_TIMEOUT = 5.0
+
+_lock = threading.Lock()
+_state = {"pid": None, "sink_ids": {}, "exit_hooked": False}
+
+
+def _reset_if_forked():
+    pid = os.getpid()
+    if _state["pid"] != pid:
+        _state["pid"] = pid
+        _state["sink_ids"] = {}
+        _state["exit_hooked"] = False
+
+
+def close(timeout: float = CLOSE_TIMEOUT):
+    """Deliver what is pending (up to `timeout` seconds), then stop the runtime. What is not
+    delivered stays in the spool for the next process."""
+    if _state["pid"] != os.getpid() or not _state["sink_ids"]:
+        return
+    nat = native()
+    if not nat.is_closed():
+        nat.close(timeout)
+    drain_messages()
+    _state["sink_ids"] = {}
+
+
+def _hook_exit():
+    if _state["exit_hooked"]:
+        return
+    _state["exit_hooked"] = True
+    atexit.register(close)
+    # multiprocessing children (Salt's job processes) leave through os._exit and skip atexit,
+    # but they run multiprocessing's finalizers.
+    multiprocessing.util.Finalize(None, close, exitpriority=10)
+
+
+def drain_messages(logger: logging.Logger | None = None):
+    """Move the runtime's messages (delivery failures, drops, spool full) into the log."""
+    logger = logger or log
+    for level, text in native().take_messages():
+        logger.log(level, "%s", text)
+
+
+def sink_id(sink) -> int:
+    """The runtime id of a sink (SinkConfig), registering it on first use in this process."""
+    with _lock:
+        _reset_if_forked()
+        sid = _state["sink_ids"].get(sink.name)
+        if sid is not None:
+            return sid
+        nat = native()
+        existing = nat.find_sink(sink.name)
+        if existing is not None:
+            sid = existing
+        else:
+            try:
+                sid = nat.add_sink(sink.name, sink.type, dict(sink.options), sink.spool_root)
+            except nat.ConfigError as exc:
+                raise ConfigError(str(exc)) from None
+        _state["sink_ids"][sink.name] = sid
+        _hook_exit()
+        return sid
+
+
+class Pipeline:
+    """Routes records to the sinks of one PipelineConfig."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def _targets(self, kind, fun, tag, success):
+        if not self.cfg.routes:
+            return list(self.cfg.sinks)
+        names = set()
+        for route in self.cfg.routes:
+            if route.matches(kind, fun, tag, success):
+                names.update(route.sinks)
+        return [s for s in self.cfg.sinks if s.name in names]
+
+    def submit(self, records, wait: float | None = None, logger=None) -> bool:
+        """Hand records (tuples, see fastret.records) to their sinks. With `wait`, block up to
+        that many seconds for delivery; returns True if everything was delivered (or nothing
+        had to wait)."""
+        nat = native()
+        by_target = {}
+        for rec in records:
+            targets = self._targets(rec[0], rec[3], rec[4], rec[5])
+            key = tuple(s.name for s in targets)
+            if key:
+                by_target.setdefault(key, ([], targets))[0].append(rec)
+        waits = []
+        for recs, targets in by_target.values():
+            ids = [sink_id(s) for s in targets]
+            tickets = nat.submit(ids, recs, self.cfg.max_depth,
+                                 self.cfg.bytes_encoding == "base64")
+            waits.extend(zip(ids, tickets))
+        delivered = True
+        if wait:
+            for sid, ticket in waits:
+                delivered = nat.flush_until(sid, ticket, wait) and delivered
+        drain_messages(logger)
+        return delivered

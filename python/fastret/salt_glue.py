@@ -1,0 +1,343 @@
+"""Salt adaptation: Salt's returns, loads and events become records; options are resolved the
+Salt way; job-cache reads come back in the shapes Salt's ``jobs`` runner expects.
+
+The returner modules in ``returners/`` are thin: they call ``backend(...)`` and one method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+
+from fastret import ConfigError, native
+from fastret.config import (
+    PYTHON_OPTIONS,
+    PipelineConfig,
+    SinkConfig,
+    check_python_option,
+    default_spool_root,
+    default_store_path,
+    parse_block,
+)
+from fastret.pipeline import Pipeline
+
+log = logging.getLogger("fastret")
+
+# Seconds save_load()/prep_jid() wait: the salt CLI reads the load right after publishing.
+JOB_CACHE_WAIT = 10.0
+
+# ---------------------------------------------------------------------------------------------
+# records
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def return_record(ret: dict):
+    return ("job_return", _text(ret.get("jid")), _text(ret.get("id")), _text(ret.get("fun")), "",
+            ret.get("success"), ret.get("retcode"), ret)
+
+
+def load_record(jid, load: dict):
+    return ("job_load", _text(jid), "", _text(load.get("fun")), "", None, None, load)
+
+
+def minions_record(jid, minions):
+    return ("job_minions", _text(jid), "", "", "", None, None, sorted({str(m) for m in minions}))
+
+
+def endtime_record(jid, endtime):
+    return ("job_endtime", _text(jid), "", "", "", None, None, _text(endtime))
+
+
+def event_record(event: dict, master_id: str):
+    data = event.get("data")
+    fun = data.get("fun") if isinstance(data, dict) else None
+    jid = data.get("jid") if isinstance(data, dict) else None
+    success = data.get("success") if isinstance(data, dict) else None
+    return ("event", _text(jid), master_id, _text(fun), _text(event.get("tag")), success, None, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# option resolution
+
+
+def _sink_table(sink_type: str):
+    nat = native()
+    for info in nat.sink_types():
+        if info["type"] == sink_type:
+            return info["options"]
+    raise ConfigError(f"unknown sink type '{sink_type}'")
+
+
+def allowed_keys(sink_type: str) -> list:
+    nat = native()
+    keys = [o["key"] for o in _sink_table(sink_type)] + [o["key"] for o in nat.common_options()]
+    return sorted(set(keys) | set(PYTHON_OPTIONS))
+
+
+def _configured_keys(virtualname: str, opts: dict):
+    """Keys the user set for this returner in the config: nested `name: {...}` and flat
+    `name.key`, including `--return_config` profiles (`profile.name.key`)."""
+    keys = set()
+    nested = opts.get(virtualname)
+    if isinstance(nested, dict):
+        keys.update(nested)
+    for key, value in opts.items():
+        if not isinstance(key, str):
+            continue
+        if key.startswith(virtualname + "."):
+            keys.add(key[len(virtualname) + 1:])
+        elif f".{virtualname}." in key:
+            keys.add(key.split(f".{virtualname}.", 1)[1])
+        elif key.endswith("." + virtualname) and isinstance(value, dict):
+            keys.update(value)
+    return keys
+
+
+def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt_funcs,
+                         defaults: dict) -> tuple[dict, dict]:
+    """Options for a one-sink returner: (sink options, python options). Unknown keys in the
+    config or in --return_kwargs are errors naming the key."""
+    import salt.returners  # noqa: PLC0415 - only ever called inside Salt
+
+    allowed = allowed_keys(sink_type)
+    unknown = sorted(_configured_keys(virtualname, opts) - set(allowed))
+    if ret and isinstance(ret.get("ret_kwargs"), dict):
+        unknown += sorted(set(ret["ret_kwargs"]) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{virtualname}: unknown option '{unknown[0]}'; allowed options: "
+                          f"{', '.join(allowed)}")
+    found = salt.returners.get_returner_options(
+        virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs or {}, __opts__=opts,
+        defaults=defaults)
+    py_opts = {k: v for k, v in PYTHON_OPTIONS.items()}
+    py_opts = {k: spec[1] for k, spec in py_opts.items()}
+    sink_opts = {}
+    for key, value in found.items():
+        if key in PYTHON_OPTIONS:
+            py_opts[key] = check_python_option(virtualname, key, value)
+        else:
+            sink_opts[key] = value
+    return sink_opts, py_opts
+
+
+# ---------------------------------------------------------------------------------------------
+# backends
+
+
+class Backend:
+    """What a returner module calls. One per (module, resolved options) per process."""
+
+    def __init__(self, name: str, cfg: PipelineConfig, opts: dict):
+        self.name = name
+        self.cfg = cfg
+        self.opts = opts
+        self.pipeline = Pipeline(cfg)
+        self.logger = logging.getLogger(f"salt.loaded.ext.returners.{name}")
+        self._store = None
+        self._store_path = next((s.options.get("path") for s in cfg.sinks if s.type == "sqlite"),
+                                None)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _submit(self, records, wait):
+        delivered = self.pipeline.submit(records, wait=wait, logger=self.logger)
+        if wait and not delivered:
+            self.logger.warning(
+                "%s: not delivered within %.1fs; kept in the spool and delivered later",
+                self.name, wait)
+        return delivered
+
+    def returner(self, ret: dict):
+        if ret.get("jid") == "req":
+            ret["jid"] = self.prep_jid(nocache=ret.get("nocache", False))
+        self._submit([return_record(ret)], self.cfg.deliver_timeout)
+
+    def event_return(self, events):
+        master_id = _text(self.opts.get("id"))
+        # Salt clears the list after the call: records are built (copied) here and now.
+        records = [event_record(e, master_id) for e in events if isinstance(e, dict)]
+        if records:
+            self._submit(records, None)
+
+    def save_load(self, jid, load, minions=None):
+        records = [load_record(jid, load)]
+        if minions:
+            records.append(minions_record(jid, minions))
+        self._submit(records, max(self.cfg.deliver_timeout, JOB_CACHE_WAIT))
+
+    def save_minions(self, jid, minions, syndic_id=None):  # noqa: ARG002 - Salt's signature
+        self._submit([minions_record(jid, minions)], max(self.cfg.deliver_timeout, JOB_CACHE_WAIT))
+
+    def prep_jid(self, nocache=False, passed_jid=None):  # noqa: ARG002 - Salt's signature
+        if passed_jid:
+            return passed_jid
+        import salt.utils.jid  # noqa: PLC0415
+
+        return salt.utils.jid.gen_jid(self.opts)
+
+    def update_endtime(self, jid, endtime):
+        self._submit([endtime_record(jid, endtime)], self.cfg.deliver_timeout)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def store(self):
+        if self._store_path is None:
+            raise ConfigError(f"{self.name}: job-cache reads need a sqlite sink in the configuration")
+        if self._store is None:
+            self._store = native().SqliteStore(self._store_path)
+        return self._store
+
+    def get_load(self, jid):
+        text = self.store().get_load(str(jid))
+        if not text:
+            return {}
+        load = json.loads(text)
+        minions = self.store().get_minions_of(str(jid))
+        if minions:
+            minions = json.loads(minions)
+            if minions:
+                load["Minions"] = sorted(minions)
+        return load
+
+    def get_jid(self, jid):
+        out = {}
+        for minion, full_ret in self.store().get_returns(str(jid)):
+            data = json.loads(full_ret)
+            if not isinstance(data, dict):
+                data = {"return": data}
+            out[minion] = {k: data[k] for k in ("return", "retcode", "success", "out") if k in data}
+        return out
+
+    def get_fun(self, fun):
+        return dict(self.store().get_fun(str(fun)))
+
+    def get_jids(self):
+        import salt.utils.jid  # noqa: PLC0415
+
+        return {jid: salt.utils.jid.format_jid_instance(jid, json.loads(load))
+                for jid, load in self.store().get_jobs(0, False)}
+
+    def get_jids_filter(self, count, filter_find_job=True):
+        import salt.utils.jid  # noqa: PLC0415
+
+        rows = self.store().get_jobs(int(count), bool(filter_find_job))
+        return [salt.utils.jid.format_jid_instance_ext(jid, json.loads(load))
+                for jid, load in reversed(rows)]
+
+    def get_minions(self):
+        return self.store().get_minion_ids()
+
+    def get_endtime(self, jid):
+        return self.store().get_endtime(str(jid)) or False
+
+    def clean_old_jobs(self):
+        seconds = self.opts.get("keep_jobs_seconds")
+        if seconds is None:
+            seconds = int(self.opts.get("keep_jobs", 24)) * 3600
+        seconds = int(seconds)
+        if seconds <= 0:
+            return 0
+        cutoff_us = int((time.time() - seconds) * 1_000_000)
+        return self.store().clean_old_jobs(cutoff_us)
+
+
+_backends_lock = threading.Lock()
+_backends: dict = {}
+_backends_pid = [None]
+
+
+def _cached(key, build):
+    with _backends_lock:
+        if _backends_pid[0] != os.getpid():
+            _backends.clear()
+            _backends_pid[0] = os.getpid()
+        b = _backends.get(key)
+        if b is None:
+            b = _backends[key] = build()
+        return b
+
+
+def routed_block(opts: dict):
+    block = opts.get("fastret")
+    if block is None:
+        block = (opts.get("pillar") or {}).get("fastret")
+    return block
+
+
+def routed_backend(opts: dict) -> Backend:
+    """The `fastret` returner: the routed pipeline of the `fastret:` block, or the default."""
+    block = routed_block(opts)
+    key = ("fastret", json.dumps(block, sort_keys=True, default=str), opts.get("cachedir"))
+    return _cached(key, lambda: Backend("fastret", parse_block(block, opts), opts))
+
+
+SINK_MODULES = {
+    "fastret_sqlite": "sqlite",
+    "fastret_file": "file",
+}
+
+
+def _default_sink_options(virtualname: str, opts: dict) -> dict:
+    if virtualname == "fastret_sqlite":
+        return {"path": default_store_path(opts)}
+    if virtualname == "fastret_file":
+        return {"path": os.path.join(os.path.dirname(default_store_path(opts)), "returns.jsonl")}
+    return {}
+
+
+def sink_backend(virtualname: str, opts: dict, salt_funcs=None, ret=None) -> Backend:
+    """A one-sink returner (fastret_sqlite, fastret_file)."""
+    sink_type = SINK_MODULES[virtualname]
+    sink_opts, py_opts = resolve_sink_options(virtualname, sink_type, ret, opts, salt_funcs,
+                                              _default_sink_options(virtualname, opts))
+    key = (virtualname, json.dumps([sink_opts, py_opts], sort_keys=True, default=str),
+           opts.get("cachedir"))
+
+    def build():
+        nat = native()
+        try:
+            nat.validate_sink(virtualname, sink_type, sink_opts)
+        except nat.ConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        # The destination names the spool: the same destination in any process finds it.
+        ident = hashlib.sha256(str(sink_opts.get("path", "")).encode()).hexdigest()[:12]
+        spool_root = default_spool_root(opts)
+        sink = SinkConfig(name=f"{virtualname}-{ident}", type=sink_type, options=sink_opts,
+                          spool_root=spool_root)
+        cfg = PipelineConfig(sinks=[sink], spool_root=spool_root, **py_opts)
+        return Backend(virtualname, cfg, opts)
+
+    return _cached(key, build)
+
+
+def check_virtual(virtualname: str, opts: dict, salt_funcs=None):
+    """__virtual__ helper: the module name, or (False, reason) if the configuration is bad."""
+    try:
+        if virtualname == "fastret":
+            routed_backend(opts)
+        else:
+            sink_backend(virtualname, opts, salt_funcs)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return False, str(exc)
+    except ImportError as exc:
+        return False, f"fastret's compiled core cannot be loaded: {exc}"
+    return virtualname
+
+
+def call(logger: logging.Logger, what: str, fn, default=None):
+    """Run a returner entry point; log and count failures, never raise into Salt."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        logger.error("%s: %s", what, exc)
+    except Exception:  # noqa: BLE001 - a returner must never raise into Salt
+        logger.exception("%s failed", what)
+    return default
