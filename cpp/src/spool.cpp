@@ -113,6 +113,9 @@ constexpr std::size_t kWindow = 256 * 1024;          // read-ahead window for re
 constexpr std::size_t kWindowKeep = 4 * 1024 * 1024;  // shrink the window buffer past this
 constexpr std::size_t kMaxBatchFrames = 512;          // frames per pwritev (2 iovecs each)
 constexpr std::size_t kMaxBatchBytes = 4 * 1024 * 1024;
+// Adopted segments held at once (each holds a file descriptor, for its lock); the rest are
+// adopted by later read()s as these are delivered.
+constexpr std::size_t kMaxAdopted = 128;
 
 [[noreturn]] void throw_errno(int err, const std::string& what) {
     throw std::system_error(err, std::generic_category(), "fastret spool: " + what);
@@ -236,6 +239,7 @@ struct segment {
     bool own = false;
     bool dirty = false;       // data written since the last fsync
     bool ack_dirty = false;   // ack file written since the last fsync
+    bool ack_fresh = false;   // ack file opened, not yet cut to its 12 bytes
     std::uint64_t base = kHeaderSize;       // where frame counting starts (header / adopted ack)
     std::uint64_t end = kHeaderSize;        // end of the valid frames
     std::uint64_t file_size = kHeaderSize;  // bytes of the file, as counted in bytes_used_
@@ -264,6 +268,7 @@ struct spool::impl {
     bool usage_known = false;
     std::uint64_t bytes_used = 0;  // segment bytes in dir (all writers), tracked incrementally
     bool adopted_once = false;
+    bool more_orphans = false;  // the last adoption stopped at kMaxAdopted
 
     std::uint64_t next_seq = 1;
     std::uint64_t acked_seq = 0;
@@ -591,9 +596,17 @@ struct spool::impl {
         }
         std::sort(seg_names.begin(), seg_names.end());
 
+        std::size_t room = kMaxAdopted;
+        for (const auto& s : segs)
+            if (!s->own && room > 0) --room;
+        more_orphans = false;
         std::vector<std::unique_ptr<segment>> fresh;
         for (const std::string& name : seg_names) {
             if (bad_names.count(name) || holds(name)) continue;
+            if (fresh.size() >= room) {
+                more_orphans = true;
+                break;
+            }
             const std::string path = path_of(name);
             int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
             if (fd < 0) continue;
@@ -828,7 +841,13 @@ struct spool::impl {
     std::vector<spool_entry> read(std::size_t max_frames, std::size_t max_bytes) {
         std::lock_guard<std::mutex> lock(mu);
         ensure_usage();
-        if (!adopted_once) adopt();
+        if (!adopted_once) {
+            adopt();
+        } else if (more_orphans && std::none_of(segs.begin(), segs.end(), [](const auto& s) {
+                       return !s->own && s->read_off < s->end;
+                   })) {
+            adopt();  // the adopted backlog is read: take the next orphans
+        }
         std::vector<spool_entry> out;
         if (max_frames == 0) return out;
         std::size_t bytes = 0;
@@ -879,11 +898,16 @@ struct spool::impl {
         if (s->ack_fd < 0) {
             s->ack_fd = ::open(path_of(ack_name_of(s->name)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
             if (s->ack_fd < 0) return;  // best effort: an unpersisted ack means a re-delivery
+            s->ack_fresh = true;
         }
         unsigned char buf[12];
         store_le64(buf, s->acked);
         store_le32(buf + 8, crc32c(std::string_view(reinterpret_cast<const char*>(buf), 8)));
         if (pwrite_all(s->ack_fd, buf, sizeof buf, 0) != 0) return;
+        if (s->ack_fresh) {  // an old ack file (of an adopted segment) may be longer
+            if (::ftruncate(s->ack_fd, sizeof buf) != 0) return;
+            s->ack_fresh = false;
+        }
         if (opts.fsync == fsync_policy::batch) {
             ::fdatasync(s->ack_fd);
         } else {

@@ -839,3 +839,50 @@ TEST_CASE("the spool directory is created, and a file in its place is an error",
     write_file(d.path / "file", "x");
     CHECK_THROWS_AS(spool(opts_for(d.path / "file")), std::system_error);
 }
+
+TEST_CASE("more orphans than can be held at once are all replayed, oldest first", "[spool]") {
+    temp_dir d;
+    auto o = opts_for(d.path);
+    constexpr std::size_t writers = 140;  // above the number of adopted segments held at once
+    for (std::size_t i = 0; i < writers; ++i) {
+        spool sp(o);
+        append(sp, payloads(i, i + 1));
+    }
+    REQUIRE(files_with_ext(d.path, ".seg").size() == writers);
+    spool sp(o);
+    std::size_t next = 0;
+    for (;;) {
+        auto got = sp.read(50, 1 << 20);
+        if (got.empty()) break;
+        for (const auto& e : got) CHECK(e.payload == payload(next++));
+        sp.ack(got.back().end);
+    }
+    CHECK(next == writers);
+    CHECK(sp.stats().adopted_segments == writers);
+    CHECK(files_with_ext(d.path, ".seg").empty());
+}
+
+TEST_CASE("an over-long ack file of an adopted segment is rewritten to a valid one", "[spool]") {
+    temp_dir d;
+    auto o = opts_for(d.path);
+    {
+        spool sp(o);
+        append(sp, payloads(0, 6));
+    }
+    auto segs = files_with_ext(d.path, ".seg");
+    REQUIRE(segs.size() == 1);
+    auto ack_path = segs[0];
+    ack_path.replace_extension(".ack");
+    write_file(ack_path, std::string(40, 'z'));  // garbage: nothing acknowledged
+    {
+        spool sp(o);
+        auto got = read_all(sp);
+        REQUIRE(got.size() == 6);
+        sp.ack(got[3].end);
+    }
+    CHECK(fs::file_size(ack_path) == 12);
+    spool sp(o);
+    auto got = read_all(sp);
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].payload == "frame-4");
+}

@@ -575,7 +575,7 @@ TEST_CASE("sqlite sink options and delegation", "[sqlite][sink]") {
 
     options opts("sink 'jobs' (sqlite)", table, config_map{{"path", tmp.db().string()}});
     CHECK(opts.get_int("busy_timeout_ms") == 5000);
-    CHECK(opts.get_string("synchronous") == "normal");
+    CHECK(opts.get_string("synchronous") == "full");
     CHECK_THROWS_AS(options("sink 'jobs' (sqlite)", table,
                             config_map{{"path", tmp.db().string()},
                                        {"synchronous", std::string("off")}}),

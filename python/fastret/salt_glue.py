@@ -157,7 +157,15 @@ class Backend:
     def returner(self, ret: dict):
         if ret.get("jid") == "req":
             ret["jid"] = self.prep_jid(nocache=ret.get("nocache", False))
-        self._submit([return_record(ret)], self.cfg.deliver_timeout)
+        records = [return_record(ret)]
+        if self.opts.get("__role") == "minion":
+            # A minion's --return has no publish load (no master stored one): record the job
+            # the way Salt's own job store does for a minion-initiated job, so the job list
+            # shows it. On a master the publish load always comes first and wins.
+            records.insert(0, load_record(ret.get("jid"), {
+                "jid": ret.get("jid"), "fun": ret.get("fun"), "arg": ret.get("fun_args", []),
+                "tgt": ret.get("id"), "tgt_type": "glob", "user": ret.get("user", "")}))
+        self._submit(records, self.cfg.deliver_timeout)
 
     def event_return(self, events):
         master_id = _text(self.opts.get("id"))

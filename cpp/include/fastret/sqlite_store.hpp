@@ -6,7 +6,7 @@
 //   salt_returns(record_id TEXT PRIMARY KEY, jid TEXT, fun TEXT, id TEXT, success INTEGER,
 //        retcode INTEGER, full_ret TEXT, alter_time INTEGER)  -- index on (jid), (id, fun, alter_time)
 //   salt_events(record_id TEXT PRIMARY KEY, tag TEXT, data TEXT, master_id TEXT, alter_time INTEGER)
-//   index on jids(jid DESC) for paging
+//   (the primary key on jids.jid serves newest-first paging)
 //
 // Writes are idempotent by record id (INSERT OR IGNORE), so at-least-once delivery never
 // duplicates a row. A job_load record inserts the load only if the jid has none yet (the
@@ -41,7 +41,8 @@ public:
     sqlite_store(const sqlite_store&) = delete;
     sqlite_store& operator=(const sqlite_store&) = delete;
 
-    // Writes a batch in one transaction. Returns ok, retry (SQLITE_BUSY/LOCKED/IOERR/FULL) or
+    // Writes a batch in one transaction. Returns ok, retry (SQLITE_BUSY/LOCKED/IOERR/FULL/
+    // CANTOPEN/PROTOCOL/READONLY/NOMEM) or
     // drop (constraint/other) with SQLite's message.
     write_result write(std::span<const record> batch) noexcept;
 

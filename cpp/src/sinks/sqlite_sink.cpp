@@ -1,6 +1,8 @@
 // sqlite sink: delivers batches to a sqlite_store (one transaction per batch).
 #include "sinks/sqlite_sink.hpp"
 
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "fastret/sqlite_store.hpp"
@@ -44,14 +46,20 @@ const std::vector<option_spec>& sqlite_sink_options() {
         {"path", T::string, "", true, INT64_MIN, INT64_MAX, {}, "database file"},
         {"busy_timeout_ms", T::integer, "5000", false, 0, 600000, {},
          "how long a write waits for another writer's lock before it is retried"},
-        {"synchronous", T::choice, "normal", false, INT64_MIN, INT64_MAX, {"normal", "full"},
-         "SQLite synchronous mode: normal (durable at checkpoints, fast) or full (fsync per "
-         "commit)"},
+        {"synchronous", T::choice, "full", false, INT64_MIN, INT64_MAX, {"normal", "full"},
+         "SQLite synchronous mode: full (fsync per committed batch: ok means durable) or normal "
+         "(survives a process crash, may lose the last commits on power loss)"},
     };
     return table;
 }
 
 std::unique_ptr<sink> make_sqlite_sink(const std::string& name, const options& opts) {
+    // The job store lives under Salt's cachedir, which may not have a fastret/ directory yet.
+    // Created owner-only: job returns are not for other local users.
+    auto parent = std::filesystem::path(opts.get_string("path")).parent_path();
+    std::error_code ec;
+    if (!parent.empty() && std::filesystem::create_directories(parent, ec))
+        std::filesystem::permissions(parent, std::filesystem::perms::owner_all, ec);
     auto store = std::make_unique<sqlite_store>(
         opts.get_string("path"), static_cast<int>(opts.get_int("busy_timeout_ms")),
         opts.get_string("synchronous") == "full");
