@@ -100,6 +100,13 @@ std::uint32_t crc32c(std::string_view data, std::uint32_t crc) noexcept {
     return ~crc;
 }
 
+std::uint32_t frame_crc(std::string_view payload) noexcept {
+    const auto n = static_cast<std::uint32_t>(payload.size());
+    const char len[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
+                         static_cast<char>((n >> 16) & 0xff), static_cast<char>((n >> 24) & 0xff)};
+    return crc32c(payload, crc32c(std::string_view(len, 4)));
+}
+
 // ---------------------------------------------------------------------------------------------
 
 namespace {
@@ -500,7 +507,10 @@ struct spool::impl {
         if (!p) return frame_status::torn;
         payload = std::string_view(p, len);
         next = off + kFrameHeader + len;
-        if (crc32c(payload) != crc) return next == limit ? frame_status::torn : frame_status::corrupt;
+        // A zero length with a wrong checksum is what a zero-filled tail (power loss after the size
+        // grew, before the data landed) looks like: torn, not corrupt.
+        if (frame_crc(payload) != crc)
+            return next == limit || len == 0 ? frame_status::torn : frame_status::corrupt;
         return frame_status::ok;
     }
 
@@ -808,7 +818,7 @@ struct spool::impl {
             }
             unsigned char* h = b.headers.data() + b.frames * kFrameHeader;
             store_le32(h, static_cast<std::uint32_t>(p.size()));
-            store_le32(h + 4, crc32c(p));
+            store_le32(h + 4, frame_crc(p));
             b.iov.push_back({h, kFrameHeader});
             if (!p.empty()) b.iov.push_back({const_cast<char*>(p.data()), p.size()});
             ++b.frames;

@@ -103,7 +103,7 @@ std::string le32(std::uint32_t v) {
     return s;
 }
 
-std::string frame(const std::string& p) { return le32(static_cast<std::uint32_t>(p.size())) + le32(fastret::crc32c(p)) + p; }
+std::string frame(const std::string& p) { return le32(static_cast<std::uint32_t>(p.size())) + le32(fastret::frame_crc(p)) + p; }
 
 std::string read_file(const fs::path& p) {
     std::ifstream f(p, std::ios::binary);
@@ -436,6 +436,7 @@ TEST_CASE("a torn tail is cut off on replay and the file truncated", "[spool]") 
         tail = frame("frame-3");
         tail.back() ^= 0x40;
     }
+    SECTION("zero-filled tail after a power loss") { tail = std::string(64, '\0'); }
     append_raw(segs[0], tail);
     REQUIRE(fs::file_size(segs[0]) == whole + tail.size());
 

@@ -6,8 +6,10 @@
 //
 // Layout of <dir>:
 //   <seq>-<pid>-<n>.seg    segment: a header ("FRSPOOL1") then frames:
-//                            u32 little-endian payload length, u32 CRC32C of the payload,
-//                            payload bytes
+//                            u32 little-endian payload length, u32 frame_crc (CRC32C of the
+//                            length bytes, then the payload), payload bytes. The length is
+//                            covered so that a zero-filled tail (power loss) is not a valid
+//                            run of empty frames.
 //   <seq>-<pid>-<n>.ack    u64 offset up to which the segment's frames are delivered,
 //                            followed by its u32 CRC32C (a torn ack file reads as 0 = nothing
 //                            acknowledged, so the worst case is a re-delivery, never a loss)
@@ -125,7 +127,10 @@ private:
     std::unique_ptr<impl> impl_;
 };
 
-// CRC32C (Castagnoli), as used in the frames.
+// CRC32C (Castagnoli).
 std::uint32_t crc32c(std::string_view data, std::uint32_t crc = 0) noexcept;
+// The checksum stored in a frame header: CRC32C over the 4 little-endian length bytes, then
+// the payload.
+std::uint32_t frame_crc(std::string_view payload) noexcept;
 
 }  // namespace fastret
