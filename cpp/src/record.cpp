@@ -66,20 +66,44 @@ std::optional<record_kind> record_kind_from_string(std::string_view name) noexce
     return std::nullopt;
 }
 
+namespace {
+
+// One digest context per thread, with SHA-256 fetched once: EVP_Digest() would fetch the
+// algorithm and allocate a context on every call, which costs more than hashing a typical
+// record.
+struct sha256_context {
+    EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~sha256_context() {
+        EVP_MD_CTX_free(ctx);
+        EVP_MD_free(md);
+    }
+};
+
+void digest_field(EVP_MD_CTX* ctx, std::string_view s) {
+    unsigned char len[4];
+    auto n = static_cast<std::uint32_t>(s.size());
+    for (int i = 0; i < 4; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
+    EVP_DigestUpdate(ctx, len, 4);
+    EVP_DigestUpdate(ctx, s.data(), s.size());
+}
+
+}  // namespace
+
 std::string compute_record_id(const record& rec) {
+    thread_local sha256_context sha;
     // Length-prefixed fields: "ab"+"c" and "a"+"bc" hash differently.
-    std::string buf;
-    buf.reserve(rec.payload.size() + rec.jid.size() + rec.minion.size() + rec.fun.size() +
-                rec.tag.size() + 32);
-    buf.push_back(static_cast<char>(rec.kind));
-    put_str(buf, rec.jid);
-    put_str(buf, rec.minion);
-    put_str(buf, rec.fun);
-    put_str(buf, rec.tag);
-    put_str(buf, rec.payload);
+    EVP_DigestInit_ex(sha.ctx, sha.md, nullptr);
+    const unsigned char kind = static_cast<unsigned char>(rec.kind);
+    EVP_DigestUpdate(sha.ctx, &kind, 1);
+    digest_field(sha.ctx, rec.jid);
+    digest_field(sha.ctx, rec.minion);
+    digest_field(sha.ctx, rec.fun);
+    digest_field(sha.ctx, rec.tag);
+    digest_field(sha.ctx, rec.payload);
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    EVP_Digest(buf.data(), buf.size(), digest, &len, EVP_sha256(), nullptr);
+    EVP_DigestFinal_ex(sha.ctx, digest, &len);
     static constexpr char hex[] = "0123456789abcdef";
     std::string id(32, '0');
     for (int i = 0; i < 16; ++i) {

@@ -97,6 +97,18 @@ class Pipeline:
                 names.update(route.sinks)
         return [s for s in self.cfg.sinks if s.name in names]
 
+    def submit_events(self, events, master_id: str, logger=None, record_of=None):
+        """Hand Salt events to their sinks without waiting. With no routes the events go
+        straight to the native layer as they are (the fast path for event_return); with
+        routes each is turned into a record tuple by `record_of(event)` and routed."""
+        if self.cfg.routes:
+            self.submit([record_of(e) for e in events if isinstance(e, dict)], logger=logger)
+            return
+        ids = [sink_id(s) for s in self.cfg.sinks]
+        native().submit_events(ids, events, master_id, self.cfg.max_depth,
+                               self.cfg.bytes_encoding == "base64")
+        drain_messages(logger)
+
     def submit(self, records, wait: float | None = None, logger=None) -> bool:
         """Hand records (tuples, see fastret.records) to their sinks. With `wait`, block up to
         that many seconds for delivery; returns True if everything was delivered (or nothing

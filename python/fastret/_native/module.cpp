@@ -70,23 +70,26 @@ record_kind parse_kind(const std::string& kind) {
     return *k;
 }
 
+// A header field (jid, minion id, fun, tag) as UTF-8: None is empty, other types via str(),
+// lone surrogates kept as bytes for the JSON layer to replace.
+std::string text(py::handle h) {
+    if (!h || h.is_none()) return {};
+    if (PyUnicode_Check(h.ptr())) {
+        Py_ssize_t n = 0;
+        const char* p = PyUnicode_AsUTF8AndSize(h.ptr(), &n);
+        if (p) return std::string(p, static_cast<std::size_t>(n));
+        PyErr_Clear();
+    }
+    auto s = py::str(h);
+    py::bytes b = py::reinterpret_steal<py::bytes>(
+        PyUnicode_AsEncodedString(s.ptr(), "utf-8", "surrogatepass"));
+    return b.cast<std::string>();
+}
+
 // A record's fields from Python: (kind, jid, minion, fun, tag, success, retcode, data).
 // `data` is encoded here; the rest are plain strings (str() for anything else).
 record make_record(const py::tuple& t, const py_bind::encode_options& eo) {
     if (t.size() != 8) throw py::value_error("record tuple must have 8 items");
-    auto text = [](py::handle h) -> std::string {
-        if (h.is_none()) return {};
-        if (py::isinstance<py::str>(h)) {
-            Py_ssize_t n = 0;
-            const char* p = PyUnicode_AsUTF8AndSize(h.ptr(), &n);
-            if (p) return std::string(p, static_cast<std::size_t>(n));
-            PyErr_Clear();
-        }
-        auto s = py::str(h);
-        py::bytes b = py::reinterpret_steal<py::bytes>(
-            PyUnicode_AsEncodedString(s.ptr(), "utf-8", "surrogatepass"));
-        return b.cast<std::string>();
-    };
     record r;
     r.kind = parse_kind(t[0].cast<std::string>());
     r.ts_us = now_us();
@@ -104,6 +107,43 @@ record make_record(const py::tuple& t, const py_bind::encode_options& eo) {
     }
     r.payload = py_bind::encode_python(t[7], eo);
     return r;
+}
+
+// An event from Salt's event bus ({"tag": ..., "data": ...}) as a record, built here rather
+// than through a Python tuple: event_return() hands over hundreds at a time.
+record make_event_record(py::handle event, const std::string& master_id,
+                         const py_bind::encode_options& eo) {
+    record r;
+    r.kind = record_kind::event;
+    r.ts_us = now_us();
+    r.minion = master_id;
+    PyObject* ev = event.ptr();
+    PyObject* data = nullptr;
+    if (PyDict_Check(ev)) {
+        r.tag = text(PyDict_GetItemString(ev, "tag"));
+        data = PyDict_GetItemString(ev, "data");  // borrowed
+    }
+    if (data && PyDict_Check(data)) {
+        r.jid = text(PyDict_GetItemString(data, "jid"));
+        r.fun = text(PyDict_GetItemString(data, "fun"));
+        PyObject* ok = PyDict_GetItemString(data, "success");
+        if (ok && ok != Py_None) r.success = PyObject_IsTrue(ok) == 1 ? 1 : 0;
+        if (PyErr_Occurred()) PyErr_Clear();
+    }
+    r.payload = data ? py_bind::encode_python(data, eo) : std::string("null");
+    return r;
+}
+
+std::vector<std::uint64_t> enqueue_all(const std::vector<std::size_t>& sinks,
+                                       std::vector<record> batch) {
+    std::vector<std::uint64_t> tickets;
+    py::gil_scoped_release release;  // spool append and queueing: C++ data only
+    auto& rt = runtime::instance();
+    for (std::size_t i = 0; i < sinks.size(); ++i) {
+        if (i + 1 == sinks.size()) tickets.push_back(rt.enqueue(sinks[i], std::move(batch)));
+        else tickets.push_back(rt.enqueue(sinks[i], batch));
+    }
+    return tickets;
 }
 
 }  // namespace
@@ -151,19 +191,28 @@ PYBIND11_MODULE(_native, m) {
             std::vector<record> batch;
             batch.reserve(records.size());
             for (auto item : records) batch.push_back(make_record(item.cast<py::tuple>(), eo));
-            std::vector<std::uint64_t> tickets;
-            py::gil_scoped_release release;  // spool append and queueing: C++ data only
-            auto& rt = runtime::instance();
-            for (std::size_t i = 0; i < sinks.size(); ++i) {
-                if (i + 1 == sinks.size()) tickets.push_back(rt.enqueue(sinks[i], std::move(batch)));
-                else tickets.push_back(rt.enqueue(sinks[i], batch));
-            }
-            return tickets;
+            return enqueue_all(sinks, std::move(batch));
         },
         py::arg("sinks"), py::arg("records"), py::arg("max_depth") = 100,
         py::arg("bytes_base64") = false,
         "Encode records (tuples of kind, jid, minion, fun, tag, success, retcode, data) and hand "
         "them to each sink. Returns one ticket per sink for flush_until().");
+
+    m.def(
+        "submit_events",
+        [](const std::vector<std::size_t>& sinks, const py::list& events,
+           const std::string& master_id, std::size_t max_depth, bool bytes_base64) {
+            py_bind::encode_options eo{max_depth, bytes_base64};
+            std::vector<record> batch;
+            batch.reserve(events.size());
+            for (auto ev : events)
+                if (PyDict_Check(ev.ptr())) batch.push_back(make_event_record(ev, master_id, eo));
+            return enqueue_all(sinks, std::move(batch));
+        },
+        py::arg("sinks"), py::arg("events"), py::arg("master_id"), py::arg("max_depth") = 100,
+        py::arg("bytes_base64") = false,
+        "Encode Salt events ({'tag': ..., 'data': ...}; other items are skipped) as records and "
+        "hand them to each sink. Returns one ticket per sink.");
 
     m.def(
         "flush_until",
