@@ -126,7 +126,8 @@ public:
             if (r.id.empty()) r.id = compute_record_id(r);
             if (limit_payload_size(r.payload, policy_.max_record_bytes)) ++truncated;
         }
-        if (spool_) return enqueue_spool(records, truncated);
+        // The mode comes from the policy, not from spool_: release() resets spool_ at close.
+        if (policy_.spool) return enqueue_spool(records, truncated);
         return enqueue_memory(records, truncated);
     }
 
@@ -143,8 +144,8 @@ public:
         request_pump_locked(true);
         return cv_.wait_until(lk, deadline, [&] {
             return stats_.fatal || closed_ ||
-                   (state_ == pump_state::idle && pending_ == 0 && !adopted_pending_);
-        }) && !stats_.fatal && pending_ == 0 && !adopted_pending_;
+                   (state_ == pump_state::idle && pending_locked() == 0 && !adopted_pending_);
+        }) && !stats_.fatal && pending_locked() == 0 && !adopted_pending_;
     }
 
     std::uint64_t last_ticket() {
@@ -155,19 +156,21 @@ public:
     sink_stats stats() {
         std::lock_guard lk(mu_);
         auto s = stats_;
-        s.queue_depth = pending_;
+        s.queue_depth = pending_locked();
         return s;
     }
 
     // Stop timers and close the sink, on the strand. The caller then stops the io_context.
     void close_on_strand(std::shared_ptr<std::promise<void>> done) {
         asio::post(strand_, [this, done] {
-            timer_.cancel();
-            housekeeping_.cancel();
             {
+                // First: no pump pass, delay or backoff is requested after this point.
                 std::lock_guard lk(mu_);
                 closed_ = true;
             }
+            ++timer_gen_;
+            timer_.cancel();
+            housekeeping_.cancel();
             sink_->close();
             cv_.notify_all();
             done->set_value();
@@ -176,29 +179,69 @@ public:
 
     // After the I/O thread has stopped: release the spool (locks, fully acknowledged segments).
     void release() {
-        std::lock_guard lk(mu_);
+        std::unique_lock lk(mu_);
         closed_ = true;
-        if (spool_ && state_ != pump_state::fatal) {
-            try {
-                spool_->sync();
-            } catch (...) {
+        // enqueue_spool() appends outside mu_; the spool must outlive every append that started
+        // before closed_ was set (later ones are refused).
+        cv_.wait(lk, [&] { return appenders_ == 0; });
+        if (spool_) {
+            if (state_ != pump_state::fatal) {
+                try {
+                    spool_->sync();
+                } catch (...) {
+                }
             }
+        } else if (pending_ > 0) {
+            // Without a spool, what was not delivered by now is lost: count and say so.
+            stats_.dropped += pending_;
+            report(40, fmt::format("closed with {} undelivered record(s); dropped (no spool)", pending_));
+            pending_ = 0;
         }
         spool_.reset();
         cv_.notify_all();
     }
 
 private:
-    enum class pump_state { idle, scheduled, writing, backoff, fatal };
+    // idle: nothing requested. delayed: a pass will run when the batching delay ends (or a
+    // flush cuts it short). scheduled: a pass is posted. writing: a pass runs. backoff: waiting
+    // to retry the batch in flight. fatal: stopped for good.
+    enum class pump_state { idle, delayed, scheduled, writing, backoff, fatal };
 
     void report(int level, std::string text) { report_(level, fmt::format("fastret sink '{}': {}", name_, text)); }
 
-    std::uint64_t acked_locked() const { return spool_ ? spool_->acked_sequence() : processed_; }
+    std::uint64_t acked_locked() const { return policy_.spool ? spool_acked_ : processed_; }
+
+    // Own records accepted and not yet retired. Spool mode derives it from the sequences rather
+    // than keeping a counter: the worker can deliver (and ack) frames before the appending
+    // caller gets mu_ back to count them, so increments and decrements arrive in either order.
+    // ticket_ - acked is right again as soon as the caller has updated ticket_. Frames dropped
+    // by drop_oldest are covered once a later frame is acknowledged.
+    std::uint64_t pending_locked() const {
+        if (!policy_.spool) return pending_;
+        const auto acked = acked_locked();
+        return ticket_ > acked ? ticket_ - acked : 0;
+    }
+
+    // After close nothing is queued any more (the I/O thread is gone or going, the spool is
+    // being released): the records are counted as dropped, and reported the first time.
+    std::uint64_t refuse_closed_locked(std::size_t n) {
+        stats_.dropped += n;
+        if (!reported_closed_ && n > 0) {
+            reported_closed_ = true;
+            report(40, fmt::format("runtime closed: {} record(s) dropped (further drops after close are only counted)", n));
+        }
+        return ticket_;
+    }
 
     std::uint64_t enqueue_spool(std::vector<record>& records, std::size_t truncated) {
         std::vector<std::string> frames;
         frames.reserve(records.size());
         for (const auto& r : records) frames.push_back(serialize(r));
+        {
+            std::lock_guard lk(mu_);
+            if (closed_) return refuse_closed_locked(frames.size());
+            ++appenders_;  // keeps spool_ alive: release() waits for appenders_ == 0
+        }
         spool_append_result res;
         std::string error;
         try {
@@ -208,14 +251,15 @@ private:
             res.rejected = frames.size();
         }
         std::lock_guard lk(mu_);
-        if (closed_) return ticket_;
+        if (--appenders_ == 0 && closed_) cv_.notify_all();
+        // Appended frames are counted even if close() began meanwhile: they are in the spool
+        // and the next process replays them.
         stats_.accepted += res.appended;
         stats_.spooled += res.appended;
         stats_.truncated += truncated;
         stats_.dropped += res.rejected + res.dropped_old;
-        pending_ += res.appended;
-        pending_ -= std::min<std::uint64_t>(pending_, res.dropped_old);
-        if (res.appended) ticket_ = res.sequence;
+        // Concurrent callers may get here in either order: the ticket never goes backwards.
+        if (res.appended) ticket_ = std::max(ticket_, res.sequence);
         if (!error.empty()) {
             stats_.last_error = "spool write failed: " + error;
             report(40, fmt::format("{} record(s) lost: spool write failed: {}", res.rejected, error));
@@ -225,30 +269,49 @@ private:
         }
         if (res.dropped_old) report(30, fmt::format("spool full: {} oldest record(s) dropped", res.dropped_old));
         request_pump_locked(false);
-        return ticket_;
+        return res.appended ? res.sequence : ticket_;
     }
 
     std::uint64_t enqueue_memory(std::vector<record>& records, std::size_t truncated) {
         std::unique_lock lk(mu_);
+        if (closed_) return refuse_closed_locked(records.size());
         stats_.truncated += truncated;
-        std::size_t refused = 0, evicted = 0;
+        std::size_t refused = 0, evicted = 0, lost = 0;
+        // overflow=block: one block_timeout for the whole call, not one per record, so a caller
+        // is never held longer than the configured time.
+        std::optional<std::chrono::steady_clock::time_point> deadline;
         for (auto& r : records) {
-            if (queue_.size() >= policy_.queue_max_records) {
-                if (policy_.overflow == overflow_policy::block) {
-                    request_pump_locked(true);
-                    cv_.wait_for(lk, policy_.block_timeout,
-                                 [&] { return queue_.size() < policy_.queue_max_records || closed_; });
+            // A stopped sink (fatal, no spool) never drains its queue: do not keep records in it.
+            if (closed_ || stats_.fatal) {
+                ++lost;
+                continue;
+            }
+            if (queue_.size() >= policy_.queue_max_records && policy_.overflow == overflow_policy::block) {
+                if (!deadline) deadline = std::chrono::steady_clock::now() + policy_.block_timeout;
+                request_pump_locked(true);
+                cv_.wait_until(lk, *deadline, [&] {
+                    return queue_.size() < policy_.queue_max_records || closed_ || stats_.fatal;
+                });
+                if (closed_ || stats_.fatal) {
+                    ++lost;
+                    continue;
                 }
-                if (queue_.size() >= policy_.queue_max_records) {
-                    if (policy_.overflow == overflow_policy::drop_oldest) {
-                        queue_.pop_front();
+            }
+            if (queue_.size() >= policy_.queue_max_records) {
+                if (policy_.overflow == overflow_policy::drop_oldest) {
+                    queue_.pop_front();
+                    // processed_ counts retired tickets in order. The batch in flight holds the
+                    // tickets just below the evicted one and is not retired yet; counting the
+                    // eviction now would make flush_until() report that batch as delivered.
+                    if (taken_ > 0)
+                        ++evicted_behind_;
+                    else
                         ++processed_;
-                        --pending_;
-                        ++evicted;
-                    } else {
-                        ++refused;
-                        continue;
-                    }
+                    --pending_;
+                    ++evicted;
+                } else {
+                    ++refused;
+                    continue;
                 }
             }
             queue_.push_back(std::move(r));
@@ -261,27 +324,56 @@ private:
             stats_.last_error = "queue full";
             report(40, fmt::format("queue full: {} record(s) dropped", refused + evicted));
         }
+        if (lost) stats_.dropped += lost;  // the fatal stop (or close) was reported already
+        if (evicted) cv_.notify_all();     // processed_ may have reached a waiter's ticket
         request_pump_locked(false);
         return ticket_;
     }
 
-    // Ask for a pump pass unless one is pending, running, or waiting out a backoff.
+    // Ask for a pump pass unless one is pending, running, or waiting out a backoff. `now` (a
+    // flush, a blocked producer) also cuts a pending batching delay short. Called from any
+    // thread under mu_, so it never touches timer_ itself (an asio timer must not be used from
+    // two threads at once): the delay is armed and cancelled on the strand.
     void request_pump_locked(bool now) {
-        if (state_ != pump_state::idle || closed_) return;
-        if (pending_ == 0 && !(spool_ && adopted_pending_)) return;
-        state_ = pump_state::scheduled;
-        if (now || policy_.batch_max_delay.count() == 0 || pending_ >= policy_.batch_max_records) {
+        if (closed_) return;
+        if (now && state_ == pump_state::delayed) {
+            state_ = pump_state::scheduled;
+            asio::post(strand_, [this] {
+                ++timer_gen_;  // a delay that already expired must not start a second pass
+                timer_.cancel();
+                on_pump();
+            });
+            return;
+        }
+        if (state_ != pump_state::idle) return;
+        const auto pending = pending_locked();
+        if (pending == 0 && !(spool_ && adopted_pending_)) return;
+        if (now || policy_.batch_max_delay.count() == 0 || pending >= policy_.batch_max_records) {
+            state_ = pump_state::scheduled;
             asio::post(strand_, [this] { on_pump(); });
         } else {
-            timer_.expires_after(policy_.batch_max_delay);
-            timer_.async_wait([this](boost::system::error_code ec) {
-                if (!ec) on_pump();
-            });
+            state_ = pump_state::delayed;
+            asio::post(strand_, [this] { arm_batch_delay(); });
         }
-        if (now) {
-            // A flush wants it now: cut a pending batching delay short.
-            timer_.cancel();
+    }
+
+    // (io) Start the batching delay, unless a flush cut it short before it began.
+    void arm_batch_delay() {
+        {
+            std::lock_guard lk(mu_);
+            if (state_ != pump_state::delayed || closed_) return;
         }
+        auto gen = ++timer_gen_;
+        timer_.expires_after(policy_.batch_max_delay);
+        timer_.async_wait([this, gen](boost::system::error_code ec) {
+            if (ec || gen != timer_gen_) return;
+            {
+                std::lock_guard lk(mu_);
+                if (state_ != pump_state::delayed) return;
+                state_ = pump_state::scheduled;
+            }
+            on_pump();
+        });
     }
 
     // (io) take the next batch, or keep the one that is waiting for a retry.
@@ -324,6 +416,8 @@ private:
             queue_.pop_front();
         }
         inflight_frames_ = inflight_.size();
+        taken_ = inflight_.size();
+        if (taken_) cv_.notify_all();  // room in the queue: wake producers blocked on overflow
         return !inflight_.empty();
     }
 
@@ -342,13 +436,17 @@ private:
         std::lock_guard lk(mu_);
         auto n = inflight_frames_;
         if (spool_) {
-            auto own = spool_->acked_sequence() - own_before;
+            // Waiters see the ack only now, with the counters: after flush_until() returns true,
+            // stats() shows the records as delivered.
+            spool_acked_ = spool_->acked_sequence();
+            auto own = spool_acked_ - own_before;
             auto earlier = n > own ? n - own : 0;  // frames from segments of earlier processes
             if (delivered) stats_.replayed += earlier;
-            pending_ -= std::min<std::uint64_t>(pending_, own);
             adopted_pending_ = spool_->has_unread();
         } else {
-            processed_ += n;
+            processed_ += n + evicted_behind_;  // see enqueue_memory()
+            evicted_behind_ = 0;
+            taken_ = 0;
             pending_ -= std::min<std::uint64_t>(pending_, n);
         }
         if (delivered) {
@@ -404,9 +502,10 @@ private:
                     stats_.last_error = res.error;
                     state_ = pump_state::backoff;
                 }
+                auto gen = ++timer_gen_;
                 timer_.expires_after(delay);
-                timer_.async_wait([this](boost::system::error_code ec) {
-                    if (ec) return;
+                timer_.async_wait([this, gen](boost::system::error_code ec) {
+                    if (ec || gen != timer_gen_) return;
                     {
                         std::lock_guard lk(mu_);
                         if (state_ != pump_state::backoff) return;
@@ -423,12 +522,18 @@ private:
                 stats_.fatal = true;
                 stats_.last_error = res.error;
                 state_ = pump_state::fatal;
-                report(40, fmt::format("sink stopped (fatal): {}; records stay in the spool", res.error));
-                if (!spool_) {
+                if (spool_) {
+                    report(40, fmt::format("sink stopped (fatal): {}; records stay in the spool", res.error));
+                } else {
                     // Without a spool there is nowhere to keep them.
-                    stats_.dropped += inflight_.size() + queue_.size();
+                    auto lost = inflight_.size() + queue_.size();
+                    stats_.dropped += lost;
                     queue_.clear();
                     pending_ = 0;
+                    taken_ = 0;
+                    evicted_behind_ = 0;
+                    report(40, fmt::format("sink stopped (fatal): {}; {} queued record(s) dropped (no spool)",
+                                           res.error, lost));
                 }
                 inflight_.clear();
                 cv_.notify_all();
@@ -437,10 +542,13 @@ private:
         }
         std::lock_guard lk(mu_);
         state_ = pump_state::idle;
-        bool more = pending_ > 0 || adopted_pending_;
+        bool more = pending_locked() > 0 || adopted_pending_;
         if (more) {
             state_ = pump_state::scheduled;
             asio::post(strand_, [this] { on_pump(); });
+        } else {
+            // wait_drained() waits for idle; retire_batch() notified while still writing.
+            cv_.notify_all();
         }
     }
 
@@ -484,6 +592,7 @@ private:
     spool_position inflight_end_;
     std::size_t inflight_frames_ = 0;
     unsigned attempt_ = 0;
+    std::uint64_t timer_gen_ = 0;  // bumped whenever timer_ is re-armed or cancelled
 
     // under mu_
     std::mutex mu_;
@@ -493,8 +602,14 @@ private:
     std::deque<record> queue_;      // memory mode
     std::uint64_t ticket_ = 0;      // last sequence handed out
     std::uint64_t processed_ = 0;   // memory mode: records retired
-    std::uint64_t pending_ = 0;     // accepted, not retired (own records)
+    std::uint64_t pending_ = 0;     // memory mode: accepted, not retired (see pending_locked())
+    std::size_t taken_ = 0;         // memory mode: records taken from queue_ for the batch in flight
+    std::uint64_t evicted_behind_ = 0;  // memory mode: drop_oldest evictions behind that batch
+    std::uint64_t spool_acked_ = 0;     // spool mode: spool_->acked_sequence() as of the last
+                                        // retire_batch(), published together with the counters
+    std::size_t appenders_ = 0;     // spool appends in progress outside mu_
     bool adopted_pending_ = true;   // spool mode: earlier processes' frames may be waiting
+    bool reported_closed_ = false;
     bool closed_ = false;
 };
 
@@ -507,6 +622,7 @@ struct runtime::impl {
     std::deque<log_message> messages;
     std::size_t discarded_messages = 0;
     bool closed = false;
+    std::mutex close_mu;  // serialises close(): two closers must not both stop and join
 
     void report(int level, std::string text) {
         std::lock_guard lk(msg_mu);
@@ -606,6 +722,8 @@ bool runtime::drain(std::chrono::milliseconds timeout) {
 }
 
 void runtime::close(std::chrono::milliseconds timeout) {
+    // A second caller waits for the first to finish, then finds the runtime closed.
+    std::lock_guard serial(impl_->close_mu);
     {
         std::lock_guard lk(impl_->mu);
         if (impl_->closed) return;

@@ -389,7 +389,7 @@ TEST_CASE("runtime: enqueue does not wait for a slow sink", "[runtime]") {
     for (int i = 0; i < 1000; i += 100) t = rt.enqueue(id, recs(i, i + 100));
     auto took = clock_type::now() - start;
     // 1000 records in 10 calls in much less than one write of the sink.
-    CHECK(took < 100ms);
+    CHECK(took < 150ms);
     CHECK(t == 1000);
 
     CHECK_FALSE(rt.flush_until(id, t, 20ms));
@@ -424,7 +424,10 @@ TEST_CASE("runtime: a failing sink is retried until ok and every record arrives 
     CHECK(st.failed == 0);
     CHECK(st.dropped == 0);
     CHECK(st.last_error == "scripted retry");
-    CHECK(ctl->attempt_sizes.front() == 20);
+    {
+        std::lock_guard lk(ctl->mu);
+        CHECK(ctl->attempt_sizes.front() == 20);
+    }
     CHECK(ctl->call_count() >= 5);  // 3 failed + 1 ok for the first batch, then the rest
     rt.close(1s);
 }
@@ -652,7 +655,7 @@ TEST_CASE("runtime: oversized payloads arrive as a truncation marker; ids are fi
     auto id = rt.add_sink("limit", make_sink(ctl), p);
 
     auto big = rec(1);
-    big.payload = "\"" + std::string(1000, 'x') + "\"";
+    big.payload = "\"" + std::string(20000, 'x') + "\"";  // longer than the marker's head
     auto preset = rec(3);
     preset.id = "0123456789abcdef0123456789abcdef";
     auto t = rt.enqueue(id, {rec(0), big, rec(0), rec(2), preset});
@@ -661,8 +664,8 @@ TEST_CASE("runtime: oversized payloads arrive as a truncation marker; ids are fi
     REQUIRE(got.size() == 5);
 
     CHECK(contains(got[1].payload, "\"__fastret_truncated__\""));
-    CHECK(contains(got[1].payload, "\"original_bytes\":1002"));
-    CHECK(got[1].payload.size() < 1002);
+    CHECK(contains(got[1].payload, "\"original_bytes\":20002"));
+    CHECK(got[1].payload.size() < 20002);
     CHECK(got[0].payload == payload_of(0));
     auto st = stats_of(rt, id);
     CHECK(st.truncated == 1);
@@ -709,7 +712,6 @@ TEST_CASE("runtime: after fork the child gets a fresh usable runtime and the par
             if (!child.flush_until(cid, ct, 5s)) code |= 8;
             if (cctl->payloads() != payloads(100, 110)) code |= 16;
             if (child.stats().at(cid).delivered != 10) code |= 32;
-            if (!ctl->payloads().empty() && ctl->payloads() != payloads(0, 10)) code |= 64;
         } catch (...) {
             code |= 128;
         }
@@ -840,7 +842,8 @@ TEST_CASE("runtime: records enqueued concurrently with close are delivered, kept
         });
         std::this_thread::sleep_for(20ms);
         rt.close(50ms);
-        std::this_thread::sleep_for(5ms);
+        // Let the producer run into the closed runtime.
+        CHECK(wait_until([&] { return stats_of(rt, id).dropped > 0; }));
         stop = true;
         producer.join();
         auto st = stats_of(rt, id);
@@ -851,7 +854,6 @@ TEST_CASE("runtime: records enqueued concurrently with close are delivered, kept
     }
     const int total = next.load();
     CHECK(accepted + dropped == static_cast<std::uint64_t>(total));
-    CHECK(dropped > 0);  // the producer kept going after the close
     runtime rt2;
     auto ctl2 = std::make_shared<sink_control>();
     rt2.add_sink("race", make_sink(ctl2), spool_policy(dir));
@@ -889,7 +891,9 @@ TEST_CASE("runtime: drain delivers what an earlier process left in the spool", "
     auto p = spool_policy(dir);
     p.batch_max_records = 8;
     auto id = rt.add_sink("leftover", make_sink(ctl), p);
+    auto start = clock_type::now();
     REQUIRE(rt.drain(5s));
+    CHECK(clock_type::now() - start < 1s);  // woken when the work is done, not at the timeout
     CHECK(ctl->payloads() == payloads(0, 30));
     auto st = stats_of(rt, id);
     CHECK(st.replayed == 30);
@@ -900,7 +904,9 @@ TEST_CASE("runtime: drain delivers what an earlier process left in the spool", "
 
     // Own records and drain together.
     rt.enqueue(id, recs(30, 40));
+    start = clock_type::now();
     REQUIRE(rt.drain(5s));
+    CHECK(clock_type::now() - start < 1s);
     CHECK(ctl->payloads() == payloads(0, 40));
     rt.close(1s);
     CHECK(segments_in(dir).empty());
@@ -961,5 +967,63 @@ TEST_CASE("runtime: take_messages reports a retry and a drop once each", "[runti
     CHECK(contains(msgs[0].text, "3 record(s) dropped"));
     CHECK(contains(msgs[0].text, "scripted drop"));
     CHECK(rt.take_messages().empty());
+    rt.close(1s);
+}
+
+TEST_CASE("runtime: without a spool a fatal outcome drops the queue and later records", "[runtime]") {
+    runtime rt;
+    auto ctl = std::make_shared<sink_control>();
+    ctl->script = {write_status::fatal};
+    auto id = rt.add_sink("fatal-mem", make_sink(ctl), fast_policy());
+    auto t = rt.enqueue(id, recs(0, 10));
+    REQUIRE(wait_until([&] { return stats_of(rt, id).fatal; }));
+    CHECK_FALSE(rt.flush_until(id, t, 1s));
+    rt.enqueue(id, recs(10, 15));  // nowhere to keep them: counted, not queued forever
+    auto st = stats_of(rt, id);
+    CHECK(st.accepted == 10);
+    CHECK(st.dropped == 15);
+    CHECK(st.failed == 1);
+    CHECK(st.queue_depth == 0);
+    auto msgs = rt.take_messages();
+    CHECK(count_messages(msgs, "sink stopped (fatal): scripted fatal") == 1);
+    rt.close(100ms);
+    CHECK(ctl->call_count() == 1);
+}
+
+TEST_CASE("runtime: concurrent producers: flush covers every accepted record and the depth returns to 0",
+          "[runtime]") {
+    temp_dir tmp;
+    const bool spooled = GENERATE(false, true);
+    INFO("spool: " << spooled);
+    runtime rt;
+    auto ctl = std::make_shared<sink_control>();
+    auto p = spooled ? spool_policy(tmp.path / "shared") : fast_policy();
+    p.batch_max_records = 16;
+    auto id = rt.add_sink("shared", make_sink(ctl), p);
+    std::atomic<int> flush_failures{0};  // Catch2 assertions are for the main thread only
+    auto produce = [&](int base) {
+        for (int i = 0; i < 300; i += 5) {
+            auto t = rt.enqueue(id, recs(base + i, base + i + 5));
+            // its own records, while the other producer keeps going
+            if (i % 50 == 0 && !rt.flush_until(id, t, 5s)) ++flush_failures;
+        }
+    };
+    std::thread a(produce, 0), b(produce, 10000);
+    a.join();
+    b.join();
+    CHECK(flush_failures == 0);
+    REQUIRE(rt.flush(5s));
+    auto st = stats_of(rt, id);
+    CHECK(st.accepted == 600);
+    CHECK(st.delivered == 600);  // flush() did not stop at an older ticket
+    CHECK(st.queue_depth == 0);
+    auto start = clock_type::now();
+    CHECK(rt.drain(5s));
+    CHECK(clock_type::now() - start < 1s);
+    // Each producer's records arrive in its order.
+    std::vector<std::string> from_a, from_b;
+    for (const auto& r : ctl->records()) (r.ts_us - 1700000000000000 < 10000 ? from_a : from_b).push_back(r.payload);
+    CHECK(from_a == payloads(0, 300));
+    CHECK(from_b == payloads(10000, 10300));
     rt.close(1s);
 }
