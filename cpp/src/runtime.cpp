@@ -242,7 +242,7 @@ private:
             if (closed_) return refuse_closed_locked(frames.size());
             ++appenders_;  // keeps spool_ alive: release() waits for appenders_ == 0
         }
-        spool_append_result res;
+        spool_append_result res{};
         std::string error;
         try {
             res = spool_->append(frames);
@@ -613,10 +613,15 @@ private:
     bool closed_ = false;
 };
 
+// Sinks deliver in parallel up to this many I/O threads (one per sink): with two sinks, a
+// returner waits for the slower commit, not for the sum of both. Each sink stays on its own
+// strand, so a sink is still never called concurrently.
+constexpr std::size_t max_io_threads = 4;
+
 struct runtime::impl {
-    asio::io_context io{1};
+    asio::io_context io;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
-    std::thread thread;
+    std::vector<std::thread> threads;
     mutable std::mutex mu;  // guards workers, messages, closed
     std::vector<std::unique_ptr<sink_worker>> workers;
     std::deque<log_message> messages;
@@ -675,10 +680,9 @@ sink_id runtime::add_sink(std::string name, std::unique_ptr<sink> s, sink_policy
         impl_->io, name, std::move(s), std::move(policy),
         [im](int level, std::string text) { im->report(level, std::move(text)); }));
     sink_id id = impl_->workers.size() - 1;
-    if (!impl_->thread.joinable()) {
-        impl_->guard.emplace(impl_->io.get_executor());
-        impl_->thread = std::thread([im] { im->io.run(); });
-    }
+    if (!impl_->guard) impl_->guard.emplace(impl_->io.get_executor());
+    if (impl_->threads.size() < std::min(impl_->workers.size(), max_io_threads))
+        impl_->threads.emplace_back([im] { im->io.run(); });
     impl_->workers.back()->start();
     return id;
 }
@@ -735,7 +739,7 @@ void runtime::close(std::chrono::milliseconds timeout) {
         impl_->closed = true;
         for (auto& w : impl_->workers) ws.push_back(w.get());
     }
-    if (impl_->thread.joinable()) {
+    if (!impl_->threads.empty()) {
         for (auto* w : ws) {
             auto done = std::make_shared<std::promise<void>>();
             auto f = done->get_future();
@@ -745,7 +749,8 @@ void runtime::close(std::chrono::milliseconds timeout) {
         }
         impl_->guard.reset();
         impl_->io.stop();
-        impl_->thread.join();
+        for (auto& t : impl_->threads) t.join();
+        impl_->threads.clear();
     }
     for (auto* w : ws) w->release();
 }

@@ -39,8 +39,15 @@ def _text(value) -> str:
 
 
 def return_record(ret: dict):
+    success, retcode = ret.get("success"), ret.get("retcode")
+    # salt-call sets ret["success"] = True before calling the returners whatever the retcode
+    # (a minion sets success = retcode == 0): a nonzero retcode is a failure either way, so that
+    # `success: false` routes and the success column see salt-call failures too. The payload
+    # keeps Salt's ret as it was.
+    if isinstance(retcode, int) and not isinstance(retcode, bool) and retcode != 0:
+        success = False
     return ("job_return", _text(ret.get("jid")), _text(ret.get("id")), _text(ret.get("fun")), "",
-            ret.get("success"), ret.get("retcode"), ret)
+            success, retcode, ret)
 
 
 def load_record(jid, load: dict):
@@ -100,6 +107,22 @@ def _configured_keys(virtualname: str, opts: dict):
     return keys
 
 
+def _opts_config_option(opts: dict):
+    """Salt's config.option over opts and pillar alone, for callers without a loaded __salt__
+    (the fastret CLI, returners loaded with functions={}). Without a config.option,
+    get_returner_options looks up a nested `<module>: {key: ...}` option at the top level of
+    opts, where it is not, so the CLI would resolve another destination (and another spool)
+    than Salt does."""
+    pillar = opts.get("pillar") if isinstance(opts.get("pillar"), dict) else {}
+
+    def option(key, default=""):
+        if key in opts:
+            return opts[key]
+        return pillar.get(key, default)
+
+    return option
+
+
 def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt_funcs,
                          defaults: dict) -> tuple[dict, dict]:
     """Options for a one-sink returner: (sink options, python options). Unknown keys in the
@@ -113,8 +136,10 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
     if unknown:
         raise ConfigError(f"{virtualname}: unknown option '{unknown[0]}'; allowed options: "
                           f"{', '.join(allowed)}")
+    if not salt_funcs or "config.option" not in salt_funcs:
+        salt_funcs = {"config.option": _opts_config_option(opts)}
     found = salt.returners.get_returner_options(
-        virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs or {}, __opts__=opts,
+        virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs, __opts__=opts,
         defaults=defaults)
     py_opts = {k: v for k, v in PYTHON_OPTIONS.items()}
     py_opts = {k: spec[1] for k, spec in py_opts.items()}
@@ -199,6 +224,10 @@ class Backend:
         if self._store_path is None:
             raise ConfigError(f"{self.name}: job-cache reads need a sqlite sink in the configuration")
         if self._store is None:
+            # A read can come before the first write (a fresh master's maintenance process
+            # calls clean_old_jobs at start, `salt-run jobs.list_jobs` may run before any job):
+            # the store is created where the sink would create it, instead of failing to open.
+            os.makedirs(os.path.dirname(os.path.abspath(self._store_path)), exist_ok=True)
             self._store = native().SqliteStore(self._store_path)
         return self._store
 
