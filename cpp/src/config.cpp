@@ -167,7 +167,7 @@ const std::vector<std::string>& options::get_list(const std::string& key) const 
 const std::vector<option_spec>& common_sink_options() {
     using T = option_type;
     static const std::vector<option_spec> table = {
-        {"batch_max_records", T::integer, "500", false, 1, 1000000, {},
+        {"batch_max_records", T::integer, "2000", false, 1, 1000000, {},
          "most records written in one round trip"},
         {"batch_max_bytes", T::integer, "4194304", false, 1024, 1LL << 31, {},
          "most payload bytes written in one round trip"},

@@ -36,6 +36,35 @@ std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
 
 constexpr std::string_view replacement_char = "\xEF\xBF\xBD";
 
+// Bytes to replace with one U+FFFD at an invalid sequence starting at s[i]: the maximal
+// prefix of a well-formed sequence (at least 1), as Unicode recommends and Python's
+// decode(errors="replace") does, so b"\xE2\x82" becomes one U+FFFD, not two.
+std::size_t invalid_span(std::string_view s, std::size_t i) noexcept {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t need;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) need = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return 1;
+    }
+    std::size_t k = 1;
+    while (k < need && i + k < s.size()) {
+        auto b = static_cast<unsigned char>(s[i + k]);
+        bool ok = k == 1 ? (b >= lo && b <= hi) : (b & 0xC0) == 0x80;
+        if (!ok) break;
+        ++k;
+    }
+    return k;
+}
+
 }  // namespace
 
 bool is_valid_utf8(std::string_view s) noexcept {
@@ -67,7 +96,7 @@ void append_json_string(std::string& out, std::string_view s) {
             auto n = utf8_sequence_length(s, i);
             if (n == 0) {
                 out.append(replacement_char);
-                ++i;
+                i += invalid_span(s, i);
             } else {
                 out.append(s.data() + i, n);
                 i += n;

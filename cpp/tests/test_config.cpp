@@ -31,7 +31,7 @@ TEST_CASE("sink configuration rejects wrong types and out-of-range values", "[co
 TEST_CASE("validated options fill in defaults from the table", "[config]") {
     options o;
     auto s = make_sink("s", "file", {{"path", std::string("/tmp/fastret-config-test.jsonl")}}, &o);
-    CHECK(o.get_int("batch_max_records") == 500);
+    CHECK(o.get_int("batch_max_records") == 2000);
     CHECK(o.get_bool("spool") == true);
     CHECK(o.get_string("spool_dir").empty());
     CHECK(o.get_string("overflow") == "drop_newest");

@@ -47,6 +47,11 @@ TEST_CASE("invalid UTF-8 is replaced with U+FFFD and valid UTF-8 kept", "[encode
     CHECK(out.find("\xC0") == std::string::npos);
     CHECK(out.find("\xED\xA0") == std::string::npos);
     CHECK(!is_valid_utf8("\xFF"));
+    // One U+FFFD per maximal invalid subpart, as Python's decode(errors="replace") does.
+    out.clear();
+    append_json_string(out, "a\xE2\x82" "b\xF0\x9F\x98" "c\xC0\xAF" "d\xED\xA0\x80" "e");
+    CHECK(out == "\"a\xEF\xBF\xBD" "b\xEF\xBF\xBD" "c\xEF\xBF\xBD\xEF\xBF\xBD"
+                 "d\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "e\"");
     CHECK(is_valid_utf8(""));
 }
 

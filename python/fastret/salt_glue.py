@@ -194,10 +194,10 @@ class Backend:
 
     def event_return(self, events):
         master_id = _text(self.opts.get("id"))
-        # Salt clears the list after the call: records are built (copied) here and now.
-        records = [event_record(e, master_id) for e in events if isinstance(e, dict)]
-        if records:
-            self._submit(records, None)
+        # Salt clears the list after the call: records are built (copied) here and now, in
+        # the native layer when no route needs to look at them first.
+        self.pipeline.submit_events(events, master_id, logger=self.logger,
+                                    record_of=lambda e: event_record(e, master_id))
 
     def save_load(self, jid, load, minions=None):
         records = [load_record(jid, load)]
@@ -308,11 +308,43 @@ def routed_block(opts: dict):
     return block
 
 
+# Resolving options walks Salt's opts (a locked mapping in 3008) and costs far more than
+# delivering a record, so the result is reused for a few seconds per (module, opts object,
+# --return_config, --return_kwargs). A changed configuration takes effect within RESOLVE_TTL.
+RESOLVE_TTL = 10.0
+_resolved: dict = {}
+
+
+def _resolve_cached(key, resolve):
+    now = time.monotonic()
+    with _backends_lock:
+        hit = _resolved.get(key)
+        if hit and hit[0] > now and hit[2] == os.getpid():
+            return hit[1]
+    backend = resolve()
+    with _backends_lock:
+        if len(_resolved) > 256:
+            _resolved.clear()
+        _resolved[key] = (now + RESOLVE_TTL, backend, os.getpid())
+    return backend
+
+
+def _call_key(virtualname, opts, ret):
+    ret_config = ret.get("ret_config") if isinstance(ret, dict) else None
+    ret_kwargs = ret.get("ret_kwargs") if isinstance(ret, dict) else None
+    kwargs = json.dumps(ret_kwargs, sort_keys=True, default=str) if ret_kwargs else None
+    return (virtualname, id(opts), ret_config, kwargs)
+
+
 def routed_backend(opts: dict) -> Backend:
     """The `fastret` returner: the routed pipeline of the `fastret:` block, or the default."""
-    block = routed_block(opts)
-    key = ("fastret", json.dumps(block, sort_keys=True, default=str), opts.get("cachedir"))
-    return _cached(key, lambda: Backend("fastret", parse_block(block, opts), opts))
+
+    def resolve():
+        block = routed_block(opts)
+        key = ("fastret", json.dumps(block, sort_keys=True, default=str), opts.get("cachedir"))
+        return _cached(key, lambda: Backend("fastret", parse_block(block, opts), opts))
+
+    return _resolve_cached(_call_key("fastret", opts, None), resolve)
 
 
 SINK_MODULES = {
@@ -331,6 +363,11 @@ def _default_sink_options(virtualname: str, opts: dict) -> dict:
 
 def sink_backend(virtualname: str, opts: dict, salt_funcs=None, ret=None) -> Backend:
     """A one-sink returner (fastret_sqlite, fastret_file)."""
+    return _resolve_cached(_call_key(virtualname, opts, ret),
+                           lambda: _sink_backend(virtualname, opts, salt_funcs, ret))
+
+
+def _sink_backend(virtualname: str, opts: dict, salt_funcs, ret) -> Backend:
     sink_type = SINK_MODULES[virtualname]
     sink_opts, py_opts = resolve_sink_options(virtualname, sink_type, ret, opts, salt_funcs,
                                               _default_sink_options(virtualname, opts))
