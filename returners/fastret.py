@@ -31,7 +31,7 @@ def __virtual__():
 
 
 def _backend(ret=None):
-    return salt_glue.routed_backend(__opts__)
+    return salt_glue.routed_backend(__opts__, ret, __salt__)
 
 
 def returner(ret):

@@ -16,6 +16,8 @@ import time
 from fastret import ConfigError, native
 from fastret.config import (
     PYTHON_OPTIONS,
+    TOP_LEVEL_KEYS,
+    default_block,
     PipelineConfig,
     SinkConfig,
     check_python_option,
@@ -301,11 +303,25 @@ def _cached(key, build):
         return b
 
 
-def routed_block(opts: dict):
+def routed_block(opts: dict, ret=None, salt_funcs=None):
+    """The `fastret:` block Salt would give this call: the config's (or pillar's) block; with
+    `--return_config PROFILE`, the keys of `PROFILE.fastret` over it; with `--return_kwargs`,
+    those keys over that (all resolved by salt.returners.get_returner_options, then validated
+    like any block, so an unknown key is an error)."""
     block = opts.get("fastret")
     if block is None:
         block = (opts.get("pillar") or {}).get("fastret")
-    return block
+    if not (isinstance(ret, dict) and (ret.get("ret_config") or ret.get("ret_kwargs"))):
+        return block
+    import salt.returners  # noqa: PLC0415 - only ever called inside Salt
+
+    if not salt_funcs or "config.option" not in salt_funcs:
+        salt_funcs = {"config.option": _opts_config_option(opts)}
+    found = salt.returners.get_returner_options(
+        "fastret", ret, {k: k for k in TOP_LEVEL_KEYS}, __salt__=salt_funcs, __opts__=opts)
+    merged = dict(block if isinstance(block, dict) else default_block(opts))
+    merged.update(found)
+    return merged
 
 
 # Resolving options walks Salt's opts (a locked mapping in 3008) and costs far more than
@@ -336,15 +352,24 @@ def _call_key(virtualname, opts, ret):
     return (virtualname, id(opts), ret_config, kwargs)
 
 
-def routed_backend(opts: dict) -> Backend:
+def routed_backend(opts: dict, ret=None, salt_funcs=None) -> Backend:
     """The `fastret` returner: the routed pipeline of the `fastret:` block, or the default."""
 
     def resolve():
-        block = routed_block(opts)
+        block = routed_block(opts, ret, salt_funcs)
         key = ("fastret", json.dumps(block, sort_keys=True, default=str), opts.get("cachedir"))
-        return _cached(key, lambda: Backend("fastret", parse_block(block, opts), opts))
+        # Sinks are named (and spooled) per process by name: sinks that a --return_config
+        # profile or --return_kwargs define differently get names of their own.
+        base = routed_block(opts)
+        base = base if isinstance(base, dict) else default_block(opts)
+        prefix = "fastret"
+        if isinstance(block, dict) and block.get("sinks") != base.get("sinks"):
+            digest = hashlib.sha256(json.dumps(block.get("sinks"), sort_keys=True,
+                                               default=str).encode()).hexdigest()[:8]
+            prefix = f"fastret-{digest}"
+        return _cached(key, lambda: Backend("fastret", parse_block(block, opts, prefix), opts))
 
-    return _resolve_cached(_call_key("fastret", opts, None), resolve)
+    return _resolve_cached(_call_key("fastret", opts, ret), resolve)
 
 
 SINK_MODULES = {

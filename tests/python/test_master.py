@@ -37,6 +37,8 @@ def minion(master):
         overrides={
             "master": "127.0.0.1",
             "alt.fastret_file.path": str(root / "alt-profile.jsonl"),
+            "alt.fastret": {"sinks": {"out": {"type": "file",
+                                              "path": str(root / "alt-routed.jsonl")}}},
         },
     )
     with mi.started(start_timeout=120):
@@ -203,6 +205,34 @@ def test_return_kwargs(master, minion):
     assert not job_returns(minion_file(minion, "returns.jsonl"), jid)
 
 
+def test_routed_fastret_return_config_and_kwargs(master, minion):
+    """The routed returner resolves its block the Salt way: `--return_config alt` takes the
+    `alt.fastret` block (its sinks spooled under names of their own), `--return_kwargs` sets
+    top-level keys, and an unknown one is refused by name."""
+    alt_path = Path(minion.config["alt.fastret"]["sinks"]["out"]["path"])
+    audit = minion_file(minion, "audit.jsonl")
+    jid, data, _ = run_salt(master, "test.echo", "routed-profile", "--return", "fastret",
+                            "--return_config", "alt")
+    lines = wait_for(lambda: job_returns(alt_path, jid), what="the routed profile's file")
+    assert [(r["minion"], r["data"]["return"]) for r in lines] == [(minion.id, "routed-profile")]
+    assert not job_returns(audit, jid)
+    spools = [p.name for p in (minion_file(minion, "spool")).iterdir()]
+    assert any(n.startswith("fastret-") and n.endswith(".out") for n in spools), spools
+
+    jid, data, _ = run_salt(master, "test.echo", "routed-kwargs", "--return", "fastret",
+                            "--return_kwargs", json.dumps({"deliver_timeout": 5}))
+    lines = wait_for(lambda: job_returns(audit, jid), what="the default audit file")
+    assert [r["data"]["return"] for r in lines] == ["routed-kwargs"]
+
+    jid, data, _ = run_salt(master, "test.echo", "routed-bad", "--return", "fastret",
+                            "--return_kwargs", json.dumps({"deliver_timeuot": 5}))
+    assert data == {minion.id: "routed-bad"}
+    log = Path(minion.config["log_file"])
+    wait_for(lambda: "unknown key 'deliver_timeuot'" in log.read_text(errors="replace"),
+             what="the minion's error naming 'deliver_timeuot'")
+    assert not job_returns(audit, jid)
+
+
 def test_return_kwargs_unknown_key_is_logged(master, minion):
     jid, data, _ = run_salt(master, "test.echo", "bad-kwargs", "--return", "fastret_file",
                             "--return_kwargs", json.dumps({"pth": "/tmp/nowhere"}))
@@ -240,5 +270,6 @@ def test_master_and_minion_logs_have_no_fastret_errors(master, minion):
         log = Path(daemon.config["log_file"]).read_text(errors="replace")
         bad = [line for line in log.splitlines()
                if ("[ERROR" in line or "[CRITICAL" in line or "Traceback" in line)
-               and "fastret" in line and "'pth'" not in line]
+               and "fastret" in line
+               and "'pth'" not in line and "'deliver_timeuot'" not in line]  # provoked above
         assert bad == [], "\n".join(bad[:20])

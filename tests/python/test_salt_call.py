@@ -223,3 +223,4 @@ def test_routed_block_with_routes(make_minion_env, tmp_path):
     assert lines_of(failures, ok.jid) == []
     assert [r[4]["return"] for r in returns_of(db, ok.jid)] == [True]
     assert not env.store_path.exists() and not env.audit_path.exists()
+
