@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <cmath>
 
 namespace fastret {
@@ -65,6 +66,13 @@ std::size_t invalid_span(std::string_view s, std::size_t i) noexcept {
     return k;
 }
 
+// Bytes copied as they are inside a JSON string: printable ASCII but '"' and '\\'.
+constexpr auto plain_ascii = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0x20; c < 0x80; ++c) t[c] = c != '"' && c != '\\';
+    return t;
+}();
+
 }  // namespace
 
 bool is_valid_utf8(std::string_view s) noexcept {
@@ -83,11 +91,7 @@ void append_json_string(std::string& out, std::string_view s) {
     while (i < s.size()) {
         // Copy runs of plain ASCII in one go: the common case.
         std::size_t run = i;
-        while (run < s.size()) {
-            auto c = static_cast<unsigned char>(s[run]);
-            if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
-            ++run;
-        }
+        while (run < s.size() && plain_ascii[static_cast<unsigned char>(s[run])]) ++run;
         out.append(s.data() + i, run - i);
         i = run;
         if (i >= s.size()) break;
