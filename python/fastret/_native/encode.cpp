@@ -142,6 +142,7 @@ void write_python(json_writer& w, py::handle h, const encode_options& opts, std:
 
 std::string encode_python(py::handle obj, const encode_options& opts) {
     json_writer w;
+    w.reserve(1024);  // a typical return or event: saves the string's regrowth steps
     write_python(w, obj, opts);
     return w.take();
 }
