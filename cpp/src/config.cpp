@@ -89,6 +89,11 @@ options::options(std::string owner, const std::vector<option_spec>& table, const
         switch (o.type) {
             case option_type::string:
                 if (!std::holds_alternative<std::string>(v)) throw bad_type();
+                // A required string that is empty is as good as missing (an empty database
+                // path would even "work": SQLite opens a private temporary database).
+                if (o.required && std::get<std::string>(v).empty())
+                    throw config_error(fmt::format("{}: option '{}' must not be empty ({})",
+                                                   owner_, key, o.doc));
                 break;
             case option_type::choice: {
                 if (!std::holds_alternative<std::string>(v)) throw bad_type();

@@ -422,7 +422,9 @@ private:
     }
 
     // (io) retire the in-flight batch after ok or drop.
-    void retire_batch(bool delivered, const std::string& error) {
+    // `left_out`: with delivered, records the sink reported it could not store (ok with
+    // write_result::dropped); they are counted as dropped, not delivered.
+    void retire_batch(bool delivered, const std::string& error, std::size_t left_out = 0) {
         std::uint64_t own_before = spool_ ? spool_->acked_sequence() : 0;
         if (spool_) {
             try {
@@ -450,8 +452,15 @@ private:
             pending_ -= std::min<std::uint64_t>(pending_, n);
         }
         if (delivered) {
-            stats_.delivered += inflight_.size();
+            left_out = std::min(left_out, inflight_.size());
+            stats_.delivered += inflight_.size() - left_out;
             stats_.bytes += bytes;
+            if (left_out) {
+                stats_.dropped += left_out;
+                stats_.last_error = error;
+                report(40, fmt::format("{} record(s) of a batch dropped, the sink refused them: {}",
+                                       left_out, error));
+            }
         } else {
             stats_.dropped += n;
             stats_.failed += 1;
@@ -485,7 +494,7 @@ private:
         }
         switch (res.status) {
             case write_status::ok:
-                retire_batch(true, {});
+                retire_batch(true, res.error, res.dropped);
                 break;
             case write_status::drop:
                 retire_batch(false, res.error);

@@ -436,7 +436,7 @@ struct spool::impl {
             const std::string name = make_segment_name();
             const std::string path = path_of(name);
             const std::string tmp = path + ".tmp";
-            int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+            int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
             if (fd < 0) {
                 const int err = errno;
                 if (err == EEXIST) continue;
@@ -938,7 +938,7 @@ struct spool::impl {
 
     void write_ack(segment* s) {
         if (s->ack_fd < 0) {
-            s->ack_fd = ::open(path_of(ack_name_of(s->name)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+            s->ack_fd = ::open(path_of(ack_name_of(s->name)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
             if (s->ack_fd < 0) return;  // best effort: an unpersisted ack means a re-delivery
             s->ack_fresh = true;
         }
@@ -1038,7 +1038,9 @@ struct spool::impl {
 spool::spool(spool_options opts) {
     if (opts.dir.empty()) throw std::system_error(EINVAL, std::generic_category(), "fastret spool: empty dir");
     std::error_code ec;
-    std::filesystem::create_directories(opts.dir, ec);
+    // Spooled records are job returns and events: owner-only, like the files in it (0600).
+    if (std::filesystem::create_directories(opts.dir, ec))
+        std::filesystem::permissions(opts.dir, std::filesystem::perms::owner_all, ec);
     if (ec) throw std::system_error(ec, "fastret spool: create " + opts.dir.string());
     if (!std::filesystem::is_directory(opts.dir, ec))
         throw std::system_error(ENOTDIR, std::generic_category(), "fastret spool: " + opts.dir.string());

@@ -6,7 +6,9 @@
 // guarded by its own mutex, so a store object may be used from any thread.
 #include "fastret/sqlite_store.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -20,10 +22,13 @@ namespace fastret {
 
 namespace {
 
-// The one place where SQLite result codes become sink outcomes. Transient conditions (another
-// writer holds the lock, the disk is full or failing, the file cannot be opened right now, the
-// file is read-only for the moment) are retried; everything else (constraint, malformed SQL or
-// data, misuse, corruption) can never succeed and is dropped.
+// The one place where SQLite result codes become sink outcomes.
+//  - retry: transient (another writer holds the lock, the disk is full or failing, the file
+//    cannot be opened right now, read-only for the moment, out of memory);
+//  - fatal: the store itself is unusable until someone acts (schema missing or different,
+//    corruption, not a database, permission or authorization): the sink stops and every
+//    record stays in the spool, nothing is thrown away;
+//  - drop: this record can never be stored (constraint, too big, type mismatch).
 write_status classify(int rc) noexcept {
     switch (rc & 0xff) {  // primary code of an extended result code
         case SQLITE_OK:
@@ -37,7 +42,11 @@ write_status classify(int rc) noexcept {
         case SQLITE_PROTOCOL:
         case SQLITE_READONLY:
         case SQLITE_NOMEM: return write_status::retry;
-        default: return write_status::drop;
+        case SQLITE_CONSTRAINT:
+        case SQLITE_TOOBIG:
+        case SQLITE_MISMATCH:
+        case SQLITE_RANGE: return write_status::drop;
+        default: return write_status::fatal;  // ERROR, CORRUPT, NOTADB, PERM, AUTH, SCHEMA, ...
     }
 }
 
@@ -433,6 +442,31 @@ struct sqlite_store::impl {
                                  std::to_string(static_cast<int>(rec.kind)));
     }
 
+    // The batch again, one savepoint per record: records that fail with a drop-class error
+    // are left out (counted), any other failure abandons the whole transaction.
+    write_result write_each(std::span<const record> batch) {
+        write_result res;
+        try {
+            writer.exec("BEGIN IMMEDIATE");
+            for (const auto& rec : batch) {
+                writer.exec("SAVEPOINT fastret_record");
+                try {
+                    write_one(rec);
+                } catch (const sqlite_failure& e) {
+                    if (classify(e.code) != write_status::drop) throw;
+                    writer.exec("ROLLBACK TO fastret_record");
+                    if (res.dropped++ == 0) res.error = e.what();
+                }
+                writer.exec("RELEASE fastret_record");
+            }
+            writer.exec("COMMIT");
+        } catch (const sqlite_failure& e) {
+            rollback();
+            return {classify(e.code), e.what(), 0};
+        }
+        return res;
+    }
+
     void rollback() noexcept {
         if (writer.db() && !sqlite3_get_autocommit(writer.db()))
             sqlite3_exec(writer.db(), "ROLLBACK", nullptr, nullptr, nullptr);
@@ -444,6 +478,11 @@ sqlite_store::sqlite_store(const std::filesystem::path& path, int busy_timeout_m
     : impl_(std::make_unique<impl>()) {
     impl_->path = path;
     impl_->busy_timeout_ms = busy_timeout_ms < 0 ? 0 : busy_timeout_ms;
+    // Created owner-only before SQLite opens it (an empty file is an empty database): SQLite
+    // gives the -wal and -shm files the database file's mode, and job returns are not for
+    // other local users whatever Salt's umask is.
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
     impl_->open_writer(synchronous_full);
 }
 
@@ -455,7 +494,7 @@ write_result sqlite_store::write(std::span<const record> batch) noexcept {
     try {
         std::lock_guard lock(impl_->write_mu);
         if (!impl_->writer.is_open())
-            return {write_status::fatal, "sqlite: store is closed (" + impl_->path.string() + ")"};
+            return {write_status::fatal, "sqlite: store is closed (" + impl_->path.string() + ")", 0};
         try {
             impl_->writer.exec("BEGIN IMMEDIATE");
             for (const auto& rec : batch) impl_->write_one(rec);
@@ -463,17 +502,18 @@ write_result sqlite_store::write(std::span<const record> batch) noexcept {
             return write_result::success();
         } catch (const sqlite_failure& e) {
             impl_->rollback();
-            return {classify(e.code), e.what()};
+            auto status = classify(e.code);
+            if (status != write_status::drop || batch.size() == 1) return {status, e.what(), 0};
         } catch (const std::bad_alloc&) {
             impl_->rollback();
-            return {write_status::retry, "sqlite: out of memory"};
-        } catch (const std::exception& e) {
-            impl_->rollback();
-            return {write_status::drop, std::string("sqlite: ") + e.what()};
+            return {write_status::retry, "sqlite: out of memory", 0};
         }
+        // One record cannot be stored: write the batch again record by record, each under a
+        // savepoint, so that only the records at fault are left out.
+        return impl_->write_each(batch);
     } catch (...) {
         // Only reachable if building the error message itself failed.
-        return {write_status::retry, "sqlite: write failed"};
+        return {write_status::retry, "sqlite: write failed", 0};
     }
 }
 

@@ -24,6 +24,8 @@ TEST_CASE("sink configuration rejects wrong types and out-of-range values", "[co
         make_sink("s", "file", {{"path", std::string("/tmp/x")}, {"spool_fsync", std::string("sometimes")}}),
         Contains("allowed values: never, batch, interval"));
     REQUIRE_THROWS_WITH(make_sink("s", "file", {}), Contains("required option 'path' is missing"));
+    REQUIRE_THROWS_WITH(make_sink("s", "sqlite", {{"path", std::string("")}}),
+                        Contains("option 'path' must not be empty"));
     REQUIRE_THROWS_WITH(make_sink("s", "nosuch", {}),
                         Contains("unknown type 'nosuch'") && Contains("file") && Contains("sqlite"));
 }

@@ -887,3 +887,25 @@ TEST_CASE("an over-long ack file of an adopted segment is rewritten to a valid o
     REQUIRE(got.size() == 2);
     CHECK(got[0].payload == "frame-4");
 }
+
+TEST_CASE("spool directories and files are owner-only", "[spool]") {
+    temp_dir d;
+    auto old = ::umask(022);
+    auto o = opts_for(d.path / "sink");
+    {
+        spool sp(o);
+        append(sp, payloads(0, 3));
+        auto got = sp.read(10, 1 << 20);
+        REQUIRE(got.size() == 3);
+        sp.ack(got[0].end);  // leaves an ack file and unacknowledged frames behind
+    }
+    ::umask(old);
+    auto mode = [](const fs::path& p) { return fs::status(p).permissions() & fs::perms::all; };
+    CHECK(mode(d.path / "sink") == fs::perms::owner_all);
+    auto segs = files_with_ext(d.path / "sink", ".seg");
+    auto acks = files_with_ext(d.path / "sink", ".ack");
+    REQUIRE(segs.size() == 1);
+    REQUIRE(acks.size() == 1);
+    CHECK(mode(segs[0]) == (fs::perms::owner_read | fs::perms::owner_write));
+    CHECK(mode(acks[0]) == (fs::perms::owner_read | fs::perms::owner_write));
+}

@@ -1,4 +1,5 @@
 // Tests of the SQLite job cache / event store and the sqlite sink.
+#include <sys/stat.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -525,7 +526,7 @@ TEST_CASE("sqlite_store classifies errors", "[sqlite]") {
         CHECK(store.count("salt_returns") == 1);
     }
 
-    SECTION("a missing table is dropped, and the transaction is rolled back") {
+    SECTION("a missing table stops the sink (fatal), and the transaction is rolled back") {
         sqlite_store store(tmp.db());
         {
             raw_db other(tmp.db());
@@ -534,7 +535,7 @@ TEST_CASE("sqlite_store classifies errors", "[sqlite]") {
         auto res = store.write(std::vector<record>{
             ret("20261127081552123456", "m1", "test.ping", 10, "true"),
             event("salt/x", "{}", 10)});
-        CHECK(res.status == write_status::drop);
+        CHECK(res.status == write_status::fatal);
         CHECK_THAT(res.error, Catch::Contains("salt_events"));
         CHECK(store.count("salt_returns") == 0);
         // The connection is usable afterwards.
@@ -597,4 +598,34 @@ TEST_CASE("sqlite sink options and delegation", "[sqlite][sink]") {
     auto s2 = make_sqlite_sink("jobs", full);
     CHECK(s2->write(batch).status == write_status::ok);
     s2->close();
+}
+
+TEST_CASE("sqlite_store leaves out only the record that cannot be stored", "[sqlite]") {
+    temp_dir tmp;
+    sqlite_store store(tmp.db());
+    auto bad = ret("20261127081552123457", "m2", "test.ping", 10, "true");
+    bad.kind = static_cast<record_kind>(99);  // no table takes it
+    auto res = store.write(std::vector<record>{
+        ret("20261127081552123456", "m1", "test.ping", 10, "true"), bad,
+        ret("20261127081552123458", "m3", "test.ping", 10, "true")});
+    CHECK(res.status == write_status::ok);
+    CHECK(res.dropped == 1);
+    CHECK_THAT(res.error, Catch::Contains("unknown record kind 99"));
+    CHECK(store.count("salt_returns") == 2);
+}
+
+TEST_CASE("sqlite_store creates its database owner-only", "[sqlite]") {
+    temp_dir tmp;
+    auto old = ::umask(022);
+    {
+        sqlite_store store(tmp.db());
+        write_ok(store, {ret("20261127081552123456", "m1", "test.ping", 10, "true")});
+        for (auto suffix : {"", "-wal"}) {
+            auto p = fs::path(tmp.db().string() + suffix);
+            REQUIRE(fs::exists(p));
+            CHECK((fs::status(p).permissions() & fs::perms::all) ==
+                  (fs::perms::owner_read | fs::perms::owner_write));
+        }
+    }
+    ::umask(old);
 }

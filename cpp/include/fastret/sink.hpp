@@ -9,7 +9,8 @@
 //  - retry: a transient failure (connection lost, busy, 5xx); the same batch is offered again
 //    after a backoff.
 //  - drop: the batch can never be delivered (constraint or syntax error, HTTP 400); it is
-//    counted and reported once, not retried.
+//    counted and reported once, not retried. A sink that can tell which records are at fault
+//    stores the others and returns ok with `dropped` set instead.
 //  - fatal: the sink cannot work any more (bad credentials, schema missing); it stops
 //    accepting and keeps its records in the spool.
 //  - write() and close() are noexcept: errors are values on this path.
@@ -31,6 +32,9 @@ std::string_view to_string(write_status s) noexcept;
 struct write_result {
     write_status status = write_status::ok;
     std::string error;  // human-readable, never contains a secret
+    // With ok: records of the batch the sink had to leave out because they can never be
+    // stored (the rest is durable); counted as dropped and reported with `error`.
+    std::size_t dropped = 0;
     static write_result success() { return {}; }
 };
 
