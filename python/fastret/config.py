@@ -21,8 +21,6 @@ out-of-range values raise ConfigError naming the sink or route and the key.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -99,13 +97,6 @@ class PipelineConfig:
     max_depth: int = 100
     bytes_encoding: str = "text"
 
-    def fingerprint(self) -> str:
-        blob = json.dumps(
-            [[s.name, s.type, s.options] for s in self.sinks]
-            + [[list(r.sinks), list(r.kinds), list(r.fun), list(r.tag), r.success] for r in self.routes]
-            + [self.spool_root],
-            sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _str_tuple(owner, key, value):
@@ -179,7 +170,10 @@ def parse_block(block, opts, name_prefix: str = "fastret") -> PipelineConfig:
         cfg.sinks.append(SinkConfig(name=f"{name_prefix}.{name}", type=typ, options=raw,
                                     spool_root=spool_dir))
     short_names = {s.name.split(".", 1)[1]: s.name for s in cfg.sinks}
-    for i, route in enumerate(block.get("routes") or []):
+    routes = block.get("routes") or []
+    if not isinstance(routes, list):
+        raise ConfigError(f"{owner}: 'routes' must be a list of mappings, got {type(routes).__name__}")
+    for i, route in enumerate(routes):
         rowner = f"fastret route {i + 1}"
         if not isinstance(route, dict):
             raise ConfigError(f"{rowner}: must be a mapping")

@@ -12,6 +12,7 @@ import logging
 import multiprocessing.util
 import os
 import threading
+import time
 
 from fastret import ConfigError, native
 from fastret.config import PipelineConfig
@@ -82,6 +83,18 @@ def sink_id(sink) -> int:
         return sid
 
 
+def _registered(sinks, logger=None) -> list:
+    """Runtime ids of `sinks`; a sink that cannot be registered is logged and left out, so
+    the others still get the records."""
+    ids = []
+    for s in sinks:
+        try:
+            ids.append(sink_id(s))
+        except Exception as exc:  # noqa: BLE001 - one broken sink must not stop the others
+            (logger or log).error("fastret sink '%s' cannot be started: %s", s.name, exc)
+    return ids
+
+
 class Pipeline:
     """Routes records to the sinks of one PipelineConfig."""
 
@@ -104,9 +117,10 @@ class Pipeline:
         if self.cfg.routes:
             self.submit([record_of(e) for e in events if isinstance(e, dict)], logger=logger)
             return
-        ids = [sink_id(s) for s in self.cfg.sinks]
-        native().submit_events(ids, events, master_id, self.cfg.max_depth,
-                               self.cfg.bytes_encoding == "base64")
+        ids = _registered(self.cfg.sinks, logger)
+        if ids:
+            native().submit_events(ids, events, master_id, self.cfg.max_depth,
+                                   self.cfg.bytes_encoding == "base64")
         drain_messages(logger)
 
     def submit(self, records, wait: float | None = None, logger=None) -> bool:
@@ -122,13 +136,18 @@ class Pipeline:
                 by_target.setdefault(key, ([], targets))[0].append(rec)
         waits = []
         for recs, targets in by_target.values():
-            ids = [sink_id(s) for s in targets]
+            ids = _registered(targets, logger)
+            if not ids:
+                continue
             tickets = nat.submit(ids, recs, self.cfg.max_depth,
                                  self.cfg.bytes_encoding == "base64")
             waits.extend(zip(ids, tickets))
-        delivered = True
+        delivered = len(waits) > 0 or not by_target
         if wait:
+            # One deadline for the call, not one per sink.
+            deadline = time.monotonic() + wait
             for sid, ticket in waits:
-                delivered = nat.flush_until(sid, ticket, wait) and delivered
+                left = max(0.0, deadline - time.monotonic())
+                delivered = nat.flush_until(sid, ticket, left) and delivered
         drain_messages(logger)
         return delivered

@@ -31,6 +31,8 @@ log = logging.getLogger("fastret")
 
 # Seconds save_load()/prep_jid() wait: the salt CLI reads the load right after publishing.
 JOB_CACHE_WAIT = 10.0
+# How many stored jids a process remembers to skip Salt's repeated save_load calls.
+SAVED_LOADS_KEPT = 4096
 
 # ---------------------------------------------------------------------------------------------
 # records
@@ -91,21 +93,23 @@ def allowed_keys(sink_type: str) -> list:
 
 
 def _configured_keys(virtualname: str, opts: dict):
-    """Keys the user set for this returner in the config: nested `name: {...}` and flat
-    `name.key`, including `--return_config` profiles (`profile.name.key`)."""
+    """Keys the user set for this returner in the config or pillar: nested `name: {...}` and
+    flat `name.key`, including `--return_config` profiles (`profile.name.key`)."""
     keys = set()
-    nested = opts.get(virtualname)
-    if isinstance(nested, dict):
-        keys.update(nested)
-    for key, value in opts.items():
-        if not isinstance(key, str):
-            continue
-        if key.startswith(virtualname + "."):
-            keys.add(key[len(virtualname) + 1:])
-        elif f".{virtualname}." in key:
-            keys.add(key.split(f".{virtualname}.", 1)[1])
-        elif key.endswith("." + virtualname) and isinstance(value, dict):
-            keys.update(value)
+    pillar = opts.get("pillar") if isinstance(opts.get("pillar"), dict) else {}
+    for source in (opts, pillar):
+        nested = source.get(virtualname)
+        if isinstance(nested, dict):
+            keys.update(nested)
+        for key, value in source.items():
+            if not isinstance(key, str):
+                continue
+            if key.startswith(virtualname + "."):
+                keys.add(key[len(virtualname) + 1:])
+            elif f".{virtualname}." in key:
+                keys.add(key.split(f".{virtualname}.", 1)[1])
+            elif key.endswith("." + virtualname) and isinstance(value, dict):
+                keys.update(value)
     return keys
 
 
@@ -143,8 +147,7 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
     found = salt.returners.get_returner_options(
         virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs, __opts__=opts,
         defaults=defaults)
-    py_opts = {k: v for k, v in PYTHON_OPTIONS.items()}
-    py_opts = {k: spec[1] for k, spec in py_opts.items()}
+    py_opts = {k: spec[1] for k, spec in PYTHON_OPTIONS.items()}
     sink_opts = {}
     for key, value in found.items():
         if key in PYTHON_OPTIONS:
@@ -168,6 +171,7 @@ class Backend:
         self.pipeline = Pipeline(cfg)
         self.logger = logging.getLogger(f"salt.loaded.ext.returners.{name}")
         self._store = None
+        self._saved_loads: dict = {}  # jids whose load this process stored, oldest first
         self._store_path = next((s.options.get("path") for s in cfg.sinks if s.type == "sqlite"),
                                 None)
 
@@ -202,10 +206,19 @@ class Backend:
                                     record_of=lambda e: event_record(e, master_id))
 
     def save_load(self, jid, load, minions=None):
+        # Salt's master calls save_load again with every return of a job (for any job cache
+        # but local_cache). The store keeps the first load anyway (insert-if-absent); skipping
+        # the jids this process already stored spares each return a write and a wait.
+        key = str(jid)
+        if not minions and key in self._saved_loads:
+            return
         records = [load_record(jid, load)]
         if minions:
             records.append(minions_record(jid, minions))
-        self._submit(records, max(self.cfg.deliver_timeout, JOB_CACHE_WAIT))
+        if self._submit(records, max(self.cfg.deliver_timeout, JOB_CACHE_WAIT)):
+            self._saved_loads[key] = None
+            while len(self._saved_loads) > SAVED_LOADS_KEPT:
+                del self._saved_loads[next(iter(self._saved_loads))]
 
     def save_minions(self, jid, minions, syndic_id=None):  # noqa: ARG002 - Salt's signature
         self._submit([minions_record(jid, minions)], max(self.cfg.deliver_timeout, JOB_CACHE_WAIT))
@@ -266,6 +279,8 @@ class Backend:
     def get_jids_filter(self, count, filter_find_job=True):
         import salt.utils.jid  # noqa: PLC0415
 
+        if int(count) <= 0:
+            return []
         rows = self.store().get_jobs(int(count), bool(filter_find_job))
         return [salt.utils.jid.format_jid_instance_ext(jid, json.loads(load))
                 for jid, load in reversed(rows)]
@@ -292,10 +307,18 @@ _backends: dict = {}
 _backends_pid = [None]
 
 
+# Objects a forked child inherited from its parent: kept alive, never closed there (closing
+# an SQLite connection opened before fork() from the child is what SQLite forbids).
+_inherited: list = []
+
+
 def _cached(key, build):
+    global _backends  # noqa: PLW0603 - replaced, not cleared, after a fork
     with _backends_lock:
         if _backends_pid[0] != os.getpid():
-            _backends.clear()
+            if _backends:
+                _inherited.append(_backends)
+                _backends = {}
             _backends_pid[0] = os.getpid()
         b = _backends.get(key)
         if b is None:
@@ -326,7 +349,9 @@ def routed_block(opts: dict, ret=None, salt_funcs=None):
 
 # Resolving options walks Salt's opts (a locked mapping in 3008) and costs far more than
 # delivering a record, so the result is reused for a few seconds per (module, opts object,
-# --return_config, --return_kwargs). A changed configuration takes effect within RESOLVE_TTL.
+# --return_config, --return_kwargs). A sink, once started in a process, keeps the options it
+# started with (its name is its identity, and its spool); a changed sink configuration takes
+# effect when the process restarts, a new destination (another path) at once.
 RESOLVE_TTL = 10.0
 _resolved: dict = {}
 

@@ -75,6 +75,9 @@ def test_config_check_names_the_key(make_minion_env):
                   "routes": [{"sinks": ["a"], "kinds": ["jobs"]}]}}, "'jobs'"),
     ({"fastret": {"sinkz": {}}}, "'sinkz'"),
     ({"fastret": {"sinks": {}}}, "'sinks'"),
+    ({"fastret": {"sinks": {"a": {"type": "file", "path": "/tmp/x"}}, "routes": 5}}, "'routes'"),
+    ({"fastret": {"sinks": {"a": {"type": "sqlite", "path": ""}}}}, "'path' must not be empty"),
+    ({"pillar": {"fastret_file": {"pathh": "/tmp/x"}}}, "'pathh'"),
 ])
 def test_config_check_rejects(make_minion_env, config, needle):
     env = make_minion_env("reject", config)
