@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 import fastret
-from conftest import FASTRET, REPO, clean_env, read_jsonl
+from conftest import FASTRET, REPO, clean_env, db_query, read_jsonl
 
 COMMANDS = ["spool status", "spool drain", "stats", "jobs", "config check", "docs"]
 
@@ -191,3 +191,30 @@ def test_docs_configuration_md_is_up_to_date():
     assert path.exists(), "docs/configuration.md is missing: `fastret docs > docs/configuration.md`"
     assert path.read_text(encoding="utf-8") == generated, (
         "docs/configuration.md is stale: run `fastret docs > docs/configuration.md`")
+
+
+def test_an_unopenable_database_keeps_records_in_the_spool_and_the_other_sink_gets_them(
+        make_minion_env, tmp_path):
+    """A sqlite store that cannot be opened (here: the file is not a database) stops neither
+    the call nor the other sink: the audit file has the return at once, the store's records
+    wait in its spool, and a drain delivers them once the database is usable."""
+    db = tmp_path / "store.db"
+    db.write_text("this is not a database\n" * 100)
+    audit = tmp_path / "audit.jsonl"
+    block = {"sinks": {"store": {"type": "sqlite", "path": str(db)},
+                       "audit": {"type": "file", "path": str(audit)}},
+             "deliver_timeout": 0.5}
+    env = make_minion_env("notadb", {"fastret": block})
+    jid = env.salt_call("test.echo", "kept", returner="fastret").jid
+    assert [r["data"]["return"] for r in read_jsonl(audit)
+            if r["jid"] == jid and r["kind"] == "job_return"] == ["kept"]
+    (row,) = [r for r in json.loads(env.fastret("spool", "status", "--json").stdout)
+              if r["sink"] == "fastret.store"]
+    assert row["pending_records"] == 2  # the job's load and its return
+    assert "not a database" in env.salt_call("test.ping", returner="fastret").stderr + env.log_text()
+
+    db.unlink()  # the operator moves the bad file away
+    drained = env.fastret("spool", "drain", "--timeout", "30")
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    rows = db_query(db, "SELECT id, full_ret FROM salt_returns WHERE jid = ?", (jid,))
+    assert [(m, json.loads(r)["return"]) for m, r in rows] == [(env.minion_id, "kept")]
