@@ -113,6 +113,13 @@ record make_record(const py::tuple& t, const py_bind::encode_options& eo) {
 // than through a Python tuple: event_return() hands over hundreds at a time.
 record make_event_record(py::handle event, const std::string& master_id,
                          const py_bind::encode_options& eo) {
+    // Interned key objects, made once: PyDict_GetItemString would build and hash a new str
+    // for every lookup, five per event.
+    static PyObject* const k_tag = PyUnicode_InternFromString("tag");
+    static PyObject* const k_data = PyUnicode_InternFromString("data");
+    static PyObject* const k_jid = PyUnicode_InternFromString("jid");
+    static PyObject* const k_fun = PyUnicode_InternFromString("fun");
+    static PyObject* const k_success = PyUnicode_InternFromString("success");
     record r;
     r.kind = record_kind::event;
     r.ts_us = now_us();
@@ -120,16 +127,16 @@ record make_event_record(py::handle event, const std::string& master_id,
     PyObject* ev = event.ptr();
     PyObject* data = nullptr;
     if (PyDict_Check(ev)) {
-        r.tag = text(PyDict_GetItemString(ev, "tag"));
-        data = PyDict_GetItemString(ev, "data");  // borrowed
+        r.tag = text(PyDict_GetItemWithError(ev, k_tag));
+        data = PyDict_GetItemWithError(ev, k_data);  // borrowed
     }
     if (data && PyDict_Check(data)) {
-        r.jid = text(PyDict_GetItemString(data, "jid"));
-        r.fun = text(PyDict_GetItemString(data, "fun"));
-        PyObject* ok = PyDict_GetItemString(data, "success");
+        r.jid = text(PyDict_GetItemWithError(data, k_jid));
+        r.fun = text(PyDict_GetItemWithError(data, k_fun));
+        PyObject* ok = PyDict_GetItemWithError(data, k_success);
         if (ok && ok != Py_None) r.success = PyObject_IsTrue(ok) == 1 ? 1 : 0;
-        if (PyErr_Occurred()) PyErr_Clear();
     }
+    if (PyErr_Occurred()) PyErr_Clear();  // a key whose __eq__ raised: treated as absent
     r.payload = data ? py_bind::encode_python(data, eo) : std::string("null");
     return r;
 }
