@@ -626,6 +626,8 @@ private:
 // returner waits for the slower commit, not for the sum of both. Each sink stays on its own
 // strand, so a sink is still never called concurrently.
 constexpr std::size_t max_io_threads = 4;
+// How long close() waits for a sink's current write before it gives up on that sink.
+constexpr auto stuck_sink_wait = std::chrono::seconds(5);
 
 struct runtime::impl {
     asio::io_context io;
@@ -636,6 +638,7 @@ struct runtime::impl {
     std::deque<log_message> messages;
     std::size_t discarded_messages = 0;
     bool closed = false;
+    bool abandoned = false;  // close() gave up on a stuck sink and detached the I/O threads
     std::mutex close_mu;  // serialises close(): two closers must not both stop and join
 
     void report(int level, std::string text) {
@@ -661,6 +664,8 @@ runtime::~runtime() {
     // Only test runtimes are destroyed; the process singleton is left to the OS. Stop without
     // waiting for deliveries.
     if (!is_closed()) close(std::chrono::milliseconds(0));
+    // A thread may still be inside a stuck sink's write(): its state must outlive it.
+    if (impl_->abandoned) static_cast<void>(impl_.release());
 }
 
 runtime& runtime::instance() {
@@ -748,20 +753,30 @@ void runtime::close(std::chrono::milliseconds timeout) {
         impl_->closed = true;
         for (auto& w : impl_->workers) ws.push_back(w.get());
     }
+    bool stuck = false;
     if (!impl_->threads.empty()) {
         for (auto* w : ws) {
             auto done = std::make_shared<std::promise<void>>();
             auto f = done->get_future();
             w->close_on_strand(done);
-            // A sink stuck in a write cannot be interrupted; give it a bounded wait and move on.
-            f.wait_for(std::chrono::seconds(5));
+            // A sink stuck in a write cannot be interrupted; give it a bounded wait.
+            if (f.wait_for(stuck_sink_wait) != std::future_status::ready) stuck = true;
         }
         impl_->guard.reset();
         impl_->io.stop();
-        for (auto& t : impl_->threads) t.join();
+        if (stuck) {
+            // Joining would wait for the stuck write, i.e. hang the exiting process. The
+            // threads are left running and the runtime's state is never freed (see
+            // ~runtime); the spool keeps what was not acknowledged for the next process.
+            for (auto& t : impl_->threads) t.detach();
+            impl_->abandoned = true;
+        } else {
+            for (auto& t : impl_->threads) t.join();
+        }
         impl_->threads.clear();
     }
-    for (auto* w : ws) w->release();
+    if (!stuck)
+        for (auto* w : ws) w->release();
 }
 
 std::vector<sink_stats> runtime::stats() const {

@@ -774,6 +774,26 @@ TEST_CASE("runtime: close delivers what is pending, is idempotent and keeps unde
         CHECK(ctl->payloads() == payloads(0, 3));
         rt.close(1s);
     }
+    SECTION("a sink stuck for good does not hang close") {
+        auto dir = tmp.path / "forever";
+        auto ctl = std::make_shared<sink_control>();
+        ctl->after_gate = write_status::retry;
+        ctl->close_gate();
+        {
+            runtime rt;
+            auto id = rt.add_sink("forever", make_sink(ctl), spool_policy(dir));
+            rt.enqueue(id, recs(0, 5));
+            REQUIRE(ctl->wait_blocked());
+            auto start = clock_type::now();
+            rt.close(30ms);
+            CHECK(clock_type::now() - start < 10s);  // about the 5 s grace, not forever
+            CHECK(rt.is_closed());
+            CHECK(unacked_bytes(dir) > 0);
+        }  // destroying the runtime must not free what the stuck thread still uses
+        ctl->open_gate();  // the write returns on its detached thread, into live state
+        std::this_thread::sleep_for(50ms);
+        CHECK(unacked_bytes(dir) > 0);
+    }
     SECTION("records of a blocked sink stay in the spool") {
         auto dir = tmp.path / "stuck";
         {
