@@ -5,11 +5,12 @@
 //        fun TEXT, tgt TEXT, tgt_type TEXT, user TEXT, alter_time INTEGER)
 //   salt_returns(record_id TEXT PRIMARY KEY, jid TEXT, fun TEXT, id TEXT, success INTEGER,
 //        retcode INTEGER, full_ret TEXT, alter_time INTEGER)  -- index on (jid), (id, fun, alter_time)
-//   salt_events(record_id TEXT PRIMARY KEY, tag TEXT, data TEXT, master_id TEXT, alter_time INTEGER)
+//   salt_events(id INTEGER PRIMARY KEY, record_id TEXT, tag TEXT, data TEXT, master_id TEXT,
+//        alter_time INTEGER, UNIQUE (alter_time, record_id))  -- index on (tag)
 //   (the primary key on jids.jid serves newest-first paging)
 //
-// Writes are idempotent by record id (INSERT OR IGNORE), so at-least-once delivery never
-// duplicates a row. A job_load record inserts the load only if the jid has none yet (the
+// Writes are idempotent by record id (events: by time and record id; a re-delivery keeps the
+// record's time) with INSERT OR IGNORE, so at-least-once delivery never duplicates a row. A job_load record inserts the load only if the jid has none yet (the
 // publish load is never overwritten by a return load); a job_minions record merges the minion
 // list; job_endtime sets the end time.
 //
