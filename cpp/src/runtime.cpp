@@ -127,9 +127,15 @@ public:
     std::uint64_t enqueue(std::vector<record>& records) {
         std::size_t truncated = 0;
         for (auto& r : records) {
+            if (r.payload.size() <= policy_.max_record_bytes) continue;
+            // The id of a cut record is taken over what it was, so that two different large
+            // payloads with the same head stay two records.
             if (r.id.empty()) r.id = compute_record_id(r);
-            if (limit_payload_size(r.payload, policy_.max_record_bytes)) ++truncated;
+            limit_payload_size(r.payload, policy_.max_record_bytes);
+            ++truncated;
         }
+        // Other records get their id on the I/O thread (assign_ids): hashing costs about half
+        // a microsecond a record, which callers (Salt's processes) should not pay.
         // The mode comes from the policy, not from spool_: release() resets spool_ at close.
         if (policy_.spool) return enqueue_spool(records, truncated);
         return enqueue_memory(records, truncated);
@@ -380,6 +386,12 @@ private:
         });
     }
 
+    // (io) the deterministic record ids, for records that came without one.
+    void assign_ids() {
+        for (auto& r : inflight_)
+            if (r.id.empty()) r.id = compute_record_id(r);
+    }
+
     // (io) take the next batch, or keep the one that is waiting for a retry.
     bool fill_batch() {
         if (!inflight_.empty()) return true;
@@ -403,6 +415,7 @@ private:
             }
             inflight_end_ = entries.back().end;
             inflight_frames_ = entries.size();
+            assign_ids();
             if (bad) {
                 std::lock_guard lk(mu_);
                 stats_.dropped += bad;
@@ -420,6 +433,7 @@ private:
             queue_.pop_front();
         }
         inflight_frames_ = inflight_.size();
+        assign_ids();
         taken_ = inflight_.size();
         if (taken_) cv_.notify_all();  // room in the queue: wake producers blocked on overflow
         return !inflight_.empty();

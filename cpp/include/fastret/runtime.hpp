@@ -79,7 +79,9 @@ public:
     // the sink's spool directory by earlier processes are replayed first.
     sink_id add_sink(std::string name, std::unique_ptr<sink> s, sink_policy policy);
 
-    // Hands records to a sink. Fills in record ids and applies the size limit. Never blocks on
+    // Hands records to a sink. Applies the size limit (a cut record gets its id here, over
+    // its original content); other records without an id get one on the I/O thread, before
+    // the sink sees them. Never blocks on
     // the sink's I/O (only, with overflow=block and no spool, up to block_timeout on a full
     // queue). Returns a ticket: the sequence number flush_until() can wait for.
     std::uint64_t enqueue(sink_id id, std::vector<record> records);

@@ -145,10 +145,6 @@ std::vector<std::uint64_t> enqueue_all(const std::vector<std::size_t>& sinks,
                                        std::vector<record> batch) {
     std::vector<std::uint64_t> tickets;
     py::gil_scoped_release release;  // spool append and queueing: C++ data only
-    // Ids once here, not once per sink on each sink's copy.
-    if (sinks.size() > 1)
-        for (auto& r : batch)
-            if (r.id.empty()) r.id = compute_record_id(r);
     auto& rt = runtime::instance();
     for (std::size_t i = 0; i < sinks.size(); ++i) {
         if (i + 1 == sinks.size()) tickets.push_back(rt.enqueue(sinks[i], std::move(batch)));
