@@ -16,6 +16,7 @@
 #include "fastret/spool.hpp"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -271,6 +272,45 @@ void close_fd(int& fd) noexcept {
 
 bool is_full_errno(int err) { return err == ENOSPC || err == EDQUOT; }
 
+// Descriptors of segments this process holds locked. A forked child inherits them, and with
+// them the locks (a flock belongs to the open file, which the child now shares): the parent's
+// backlog could not be adopted after the parent died until the child exited too. The child
+// never uses its parent's spool objects (the runtime is rebuilt after a fork), so at fork
+// time the child closes its copies; the parent keeps its locks. Slots hold fd + 1 (0 = free)
+// so that the zero-initialized array is empty; the fork handler only reads atomics and calls
+// close(), both safe in a child of a threaded process.
+constexpr std::size_t kMaxLockedFds = 1024;
+std::atomic<int> g_locked_fds[kMaxLockedFds];
+
+void close_inherited_locks() noexcept {
+    for (auto& slot : g_locked_fds)
+        if (int v = slot.exchange(0); v > 0) ::close(v - 1);
+}
+
+void track_locked_fd(int fd) noexcept {
+    static std::once_flag once;
+    std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, &close_inherited_locks); });
+    for (auto& slot : g_locked_fds) {
+        int expected = 0;
+        if (slot.compare_exchange_strong(expected, fd + 1)) return;
+    }
+    // Full: this descriptor stays open in children (the behaviour without tracking).
+}
+
+void untrack_locked_fd(int fd) noexcept {
+    if (fd < 0) return;
+    for (auto& slot : g_locked_fds) {
+        int expected = fd + 1;
+        if (slot.compare_exchange_strong(expected, 0)) return;
+    }
+}
+
+// Closes a segment's locked descriptor (releasing the lock).
+void close_locked_fd(int& fd) noexcept {
+    untrack_locked_fd(fd);
+    close_fd(fd);
+}
+
 struct segment {
     std::string name;
     int fd = -1;
@@ -409,7 +449,7 @@ struct spool::impl {
         ::unlink(path_of(s->name).c_str());
         ::unlink(path_of(ack_name_of(s->name)).c_str());
         close_fd(s->ack_fd);
-        close_fd(s->fd);
+        close_locked_fd(s->fd);
         sub_used(s->file_size);
         invalidate_window(s);
         if (current == s) current = nullptr;
@@ -480,6 +520,7 @@ struct spool::impl {
             auto seg = std::make_unique<segment>();
             seg->name = name;
             seg->fd = fd;
+            track_locked_fd(fd);
             seg->own = true;
             seg->first_seq = next_seq;
             current = seg.get();
@@ -692,6 +733,7 @@ struct spool::impl {
             auto s = std::make_unique<segment>();
             s->name = name;
             s->fd = fd;
+            track_locked_fd(fd);
             s->own = false;
             s->base = s->acked = s->read_off = s->scanned = acked;
             s->end = s->file_size = size;
@@ -1025,7 +1067,7 @@ struct spool::impl {
                 continue;
             }
             close_fd(s->ack_fd);
-            close_fd(s->fd);  // releases the lock: the next process adopts it
+            close_locked_fd(s->fd);  // releases the lock: the next process adopts it
             ++i;
         }
         segs.clear();

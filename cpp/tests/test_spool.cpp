@@ -909,3 +909,57 @@ TEST_CASE("spool directories and files are owner-only", "[spool]") {
     CHECK(mode(segs[0]) == (fs::perms::owner_read | fs::perms::owner_write));
     CHECK(mode(acks[0]) == (fs::perms::owner_read | fs::perms::owner_write));
 }
+
+TEST_CASE("a forked child does not keep its parent's segments locked", "[spool]") {
+    // The parent writes, forks a child that lives on, then lets go of its spool the way a
+    // process that exits does (here without deleting: _exit-like, by a second fork). The
+    // backlog must be adoptable while the child still runs.
+    temp_dir d;
+    auto o = opts_for(d.path);
+    int up[2], down[2];
+    REQUIRE(::pipe(up) == 0);
+    REQUIRE(::pipe(down) == 0);
+    const pid_t writer = ::fork();
+    REQUIRE(writer >= 0);
+    if (writer == 0) {
+        // The writer: appends, forks a long-lived child, then dies holding its locks.
+        ::close(up[0]);
+        ::close(down[1]);
+        int code = 0;
+        try {
+            spool sp(o);
+            const auto v = payloads(0, 5);
+            if (sp.append(std::span<const std::string>(v)).appended != 5) code = 2;
+            const pid_t child = ::fork();
+            if (child == 0) {
+                char c;
+                // Lives until the test says so; never touches the inherited spool object.
+                static_cast<void>(::read(down[0], &c, 1));
+                ::_exit(0);
+            }
+            if (child < 0) code = 3;
+        } catch (...) {
+            code = 5;
+        }
+        char c = 'r';
+        if (::write(up[1], &c, 1) != 1) code = 4;
+        ::_exit(code);  // the writer dies without cleaning up, the grandchild lives on
+    }
+    ::close(up[1]);
+    ::close(down[0]);
+    char c = 0;
+    REQUIRE(::read(up[0], &c, 1) == 1);
+    int status = 0;
+    REQUIRE(::waitpid(writer, &status, 0) == writer);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    {
+        spool sp(o);
+        CHECK(sp.adopt_orphans() == 1);
+        auto got = read_all(sp);
+        CHECK(got.size() == 5);
+    }
+    REQUIRE(::write(down[1], "x", 1) == 1);  // let the grandchild go
+    ::close(up[0]);
+    ::close(down[1]);
+}
