@@ -373,13 +373,19 @@ private:
             std::lock_guard lk(mu_);
             if (state_ != pump_state::delayed || closed_) return;
         }
+        arm_timer(policy_.batch_max_delay, pump_state::delayed);
+    }
+
+    // (io) After `delay`, run a pump pass if the worker is still `waiting` (a flush may have
+    // moved it on); arming the timer again supersedes an earlier arming.
+    void arm_timer(std::chrono::milliseconds delay, pump_state waiting) {
         auto gen = ++timer_gen_;
-        timer_.expires_after(policy_.batch_max_delay);
-        timer_.async_wait([this, gen](boost::system::error_code ec) {
+        timer_.expires_after(delay);
+        timer_.async_wait([this, gen, waiting](boost::system::error_code ec) {
             if (ec || gen != timer_gen_) return;
             {
                 std::lock_guard lk(mu_);
-                if (state_ != pump_state::delayed) return;
+                if (state_ != waiting) return;
                 state_ = pump_state::scheduled;
             }
             on_pump();
@@ -529,17 +535,7 @@ private:
                     stats_.last_error = res.error;
                     state_ = pump_state::backoff;
                 }
-                auto gen = ++timer_gen_;
-                timer_.expires_after(delay);
-                timer_.async_wait([this, gen](boost::system::error_code ec) {
-                    if (ec || gen != timer_gen_) return;
-                    {
-                        std::lock_guard lk(mu_);
-                        if (state_ != pump_state::backoff) return;
-                        state_ = pump_state::scheduled;
-                    }
-                    on_pump();
-                });
+                arm_timer(delay, pump_state::backoff);
                 return;
             }
             case write_status::fatal: {
