@@ -304,22 +304,28 @@ class Backend:
 
 _backends_lock = threading.Lock()
 _backends: dict = {}
-_backends_pid = [None]
-
+_resolved: dict = {}  # see _resolve_cached
+_cache_pid = [None]
 
 # Objects a forked child inherited from its parent: kept alive, never closed there (closing
 # an SQLite connection opened before fork() from the child is what SQLite forbids).
 _inherited: list = []
 
 
+def _this_process_locked():
+    """Start both caches afresh in a forked child (the parent's entries are kept in
+    _inherited, untouched). Called with _backends_lock held."""
+    global _backends, _resolved  # noqa: PLW0603 - replaced, not cleared, after a fork
+    if _cache_pid[0] != os.getpid():
+        if _backends or _resolved:
+            _inherited.append((_backends, _resolved))
+            _backends, _resolved = {}, {}
+        _cache_pid[0] = os.getpid()
+
+
 def _cached(key, build):
-    global _backends  # noqa: PLW0603 - replaced, not cleared, after a fork
     with _backends_lock:
-        if _backends_pid[0] != os.getpid():
-            if _backends:
-                _inherited.append(_backends)
-                _backends = {}
-            _backends_pid[0] = os.getpid()
+        _this_process_locked()
         b = _backends.get(key)
         if b is None:
             b = _backends[key] = build()
@@ -353,20 +359,20 @@ def routed_block(opts: dict, ret=None, salt_funcs=None):
 # started with (its name is its identity, and its spool); a changed sink configuration takes
 # effect when the process restarts, a new destination (another path) at once.
 RESOLVE_TTL = 10.0
-_resolved: dict = {}
 
 
 def _resolve_cached(key, resolve):
     now = time.monotonic()
     with _backends_lock:
+        _this_process_locked()
         hit = _resolved.get(key)
-        if hit and hit[0] > now and hit[2] == os.getpid():
+        if hit and hit[0] > now:
             return hit[1]
     backend = resolve()
     with _backends_lock:
         if len(_resolved) > 256:
             _resolved.clear()
-        _resolved[key] = (now + RESOLVE_TTL, backend, os.getpid())
+        _resolved[key] = (now + RESOLVE_TTL, backend)
     return backend
 
 
