@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "fastret/job_store.hpp"
 #include "fastret/sink.hpp"
 #include "sinks/file_sink.hpp"
 #include "sinks/sqlite_sink.hpp"
@@ -24,7 +25,7 @@ const std::vector<sink_type_info>& sink_types() {
         {"file", "JSON lines appended to a local file, size-based rotation", &file_sink_options(),
          &make_file_sink},
         {"sqlite", "embedded job cache and event store (SQLite, WAL mode)", &sqlite_sink_options(),
-         &make_sqlite_sink},
+         &make_sqlite_sink, &open_sqlite_store, &sqlite_schema},
     };
     return types;
 }
@@ -35,8 +36,17 @@ const sink_type_info* find_sink_type(std::string_view type) {
     return nullptr;
 }
 
-std::unique_ptr<sink> make_sink(const std::string& name, const std::string& type,
-                                const config_map& raw, options* validated_out) {
+options validate_sink_options(const std::string& name, const sink_type_info& info,
+                              const config_map& raw) {
+    std::vector<option_spec> table = *info.option_table;
+    const auto& common = common_sink_options();
+    table.insert(table.end(), common.begin(), common.end());
+    return options(fmt::format("sink '{}' ({})", name, info.type), table, raw);
+}
+
+namespace {
+
+const sink_type_info& sink_type_or_throw(const std::string& name, const std::string& type) {
     const auto* info = find_sink_type(type);
     if (!info) {
         std::vector<std::string> known;
@@ -44,13 +54,41 @@ std::unique_ptr<sink> make_sink(const std::string& name, const std::string& type
         throw config_error(fmt::format("sink '{}': unknown type '{}'; known types: {}", name, type,
                                        fmt::join(known, ", ")));
     }
-    std::vector<option_spec> table = *info->option_table;
-    const auto& common = common_sink_options();
-    table.insert(table.end(), common.begin(), common.end());
-    options opts(fmt::format("sink '{}' ({})", name, type), table, raw);
-    auto s = info->create(name, opts);
+    return *info;
+}
+
+const sink_type_info& store_type_or_throw(const std::string& type) {
+    const auto& info = sink_type_or_throw("job store", type);
+    if (!info.open_store) {
+        std::vector<std::string> known;
+        for (const auto& t : sink_types())
+            if (t.open_store) known.push_back(t.type);
+        throw config_error(fmt::format("sink type '{}' has no job store; types with one: {}", type,
+                                       fmt::join(known, ", ")));
+    }
+    return info;
+}
+
+}  // namespace
+
+std::unique_ptr<sink> make_sink(const std::string& name, const std::string& type,
+                                const config_map& raw, options* validated_out) {
+    const auto& info = sink_type_or_throw(name, type);
+    options opts = validate_sink_options(name, info, raw);
+    auto s = info.create(name, opts);
     if (validated_out) *validated_out = std::move(opts);
     return s;
+}
+
+std::unique_ptr<job_store> open_job_store(const std::string& type, const options& opts) {
+    return store_type_or_throw(type).open_store(opts);
+}
+
+std::string job_store_schema(const std::string& type, const std::string& writer_role,
+                             const std::string& reader_role) {
+    const auto& info = store_type_or_throw(type);
+    if (!info.schema) throw config_error(fmt::format("sink type '{}' has no schema", type));
+    return info.schema(writer_role, reader_role);
 }
 
 }  // namespace fastret

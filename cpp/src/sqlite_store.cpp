@@ -51,9 +51,11 @@ write_status classify(int rc) noexcept {
 }
 
 // Raised inside the store when a statement fails; carries SQLite's result code.
-struct sqlite_failure : std::runtime_error {
+struct sqlite_failure : store_error {
     int code;
-    sqlite_failure(int rc, const std::string& msg) : std::runtime_error(msg), code(rc) {}
+    sqlite_failure(int rc, const std::string& msg)
+        : store_error(classify(rc) == write_status::ok ? write_status::fatal : classify(rc), msg),
+          code(rc) {}
 };
 
 constexpr const char* k_schema[] = {
@@ -477,6 +479,12 @@ struct sqlite_store::impl {
             sqlite3_exec(writer.db(), "ROLLBACK", nullptr, nullptr, nullptr);
     }
 };
+
+std::string sqlite_schema_sql() {
+    std::string out;
+    for (const char* sql : k_schema) out.append(sql).append(";\n");
+    return out;
+}
 
 sqlite_store::sqlite_store(const std::filesystem::path& path, int busy_timeout_ms,
                            bool synchronous_full)

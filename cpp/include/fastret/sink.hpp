@@ -49,6 +49,8 @@ public:
     virtual void close() noexcept {}
 };
 
+class job_store;
+
 // Sink registry: one line per backend in sink_registry.cpp.
 struct sink_type_info {
     std::string type;
@@ -56,10 +58,19 @@ struct sink_type_info {
     const std::vector<option_spec>* option_table;  // the backend's own options
     // Builds a sink from validated options (own table merged with common_sink_options()).
     std::unique_ptr<sink> (*create)(const std::string& name, const options& opts);
+    // Database backends only (nullptr otherwise): opens the job store for reads, from the same
+    // validated options (see fastret/job_store.hpp), and gives the schema's DDL.
+    std::unique_ptr<job_store> (*open_store)(const options& opts) = nullptr;
+    std::string (*schema)(const std::string& writer_role, const std::string& reader_role) = nullptr;
 };
 
 const std::vector<sink_type_info>& sink_types();
 const sink_type_info* find_sink_type(std::string_view type);
+
+// Validates `raw` against the backend's table plus the common options (throws config_error,
+// naming `name`). Without building anything.
+options validate_sink_options(const std::string& name, const sink_type_info& info,
+                              const config_map& raw);
 
 // Validates `raw` against the backend's table plus the common options and builds the sink.
 // Throws config_error (unknown type, unknown key, wrong type, out of range).

@@ -28,42 +28,46 @@
 #include <utility>
 #include <vector>
 
+#include "fastret/job_store.hpp"
 #include "fastret/record.hpp"
 #include "fastret/sink.hpp"
 
 namespace fastret {
 
-class sqlite_store {
+// The schema's DDL (what a store creates on open), for `fastret schema sqlite`.
+std::string sqlite_schema_sql();
+
+class sqlite_store final : public job_store {
 public:
     // Opens (creating) the database. Throws std::runtime_error with SQLite's message on failure.
     explicit sqlite_store(const std::filesystem::path& path, int busy_timeout_ms = 5000,
                           bool synchronous_full = false);
-    ~sqlite_store();
+    ~sqlite_store() override;
     sqlite_store(const sqlite_store&) = delete;
     sqlite_store& operator=(const sqlite_store&) = delete;
 
     // Writes a batch in one transaction. Returns ok, retry (SQLITE_BUSY/LOCKED/IOERR/FULL/
     // CANTOPEN/PROTOCOL/READONLY/NOMEM) or
     // drop (constraint/other) with SQLite's message.
-    write_result write(std::span<const record> batch) noexcept;
+    write_result write(std::span<const record> batch) noexcept override;
 
     // Job-cache reads. JSON texts are returned as stored.
-    std::optional<std::string> get_load(const std::string& jid);          // load JSON
-    std::optional<std::string> get_minions_of(const std::string& jid);    // JSON array
-    std::vector<std::pair<std::string, std::string>> get_returns(const std::string& jid);  // (minion, full_ret JSON), latest per minion
+    std::optional<std::string> get_load(const std::string& jid) override;          // load JSON
+    std::optional<std::string> get_minions_of(const std::string& jid) override;    // JSON array
+    std::vector<std::pair<std::string, std::string>> get_returns(const std::string& jid) override;  // (minion, full_ret JSON), latest per minion
     // (jid, load JSON) of all jobs, newest first; limit 0 = all.
     std::vector<std::pair<std::string, std::string>> get_jobs(std::size_t limit = 0,
-                                                              bool skip_find_job = false);
-    std::vector<std::string> get_minion_ids();                           // distinct minions with returns
-    std::vector<std::pair<std::string, std::string>> get_fun(const std::string& fun);  // (minion, fun) of each minion's latest call of fun
-    std::optional<std::string> get_endtime(const std::string& jid);
+                                                              bool skip_find_job = false) override;
+    std::vector<std::string> get_minion_ids() override;                           // distinct minions with returns
+    std::vector<std::pair<std::string, std::string>> get_fun(const std::string& fun) override;  // (minion, fun) of each minion's latest call of fun
+    std::optional<std::string> get_endtime(const std::string& jid) override;
     // Deletes jobs (load and returns together) stored (jids.alter_time) before `cutoff_us`, and
     // events older than it. Returns rows deleted.
-    std::uint64_t clean_old_jobs(std::int64_t cutoff_us);
+    std::uint64_t clean_old_jobs(std::int64_t cutoff_us) override;
     // Events with tag matching a GLOB pattern (SQLite GLOB), newest first, for tests and the CLI.
     std::vector<std::pair<std::string, std::string>> get_events(const std::string& tag_glob,
-                                                                std::size_t limit);
-    std::uint64_t count(const std::string& table);
+                                                                std::size_t limit) override;
+    std::uint64_t count(const std::string& table) override;
 
     const std::filesystem::path& path() const noexcept;
 
