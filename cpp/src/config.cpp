@@ -2,8 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 namespace fastret {
 
@@ -70,7 +77,68 @@ config_value parse_default(const option_spec& o) {
     return std::monostate{};
 }
 
+// The secret held by `path` (one trailing newline cut, as editors and `echo` add one).
+std::string read_secret_file(const std::string& owner, const std::string& key,
+                             const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        throw config_error(fmt::format("{}: option '{}': cannot open '{}': {}", owner, key, path,
+                                       std::strerror(errno)));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        throw config_error(
+            fmt::format("{}: option '{}': '{}' is not a regular file", owner, key, path));
+    }
+    if ((st.st_mode & 077) != 0) {
+        ::close(fd);
+        throw config_error(fmt::format(
+            "{}: option '{}': '{}' may be read by group or others (mode {:04o}); a secret file "
+            "must be private to its owner (chmod 600)",
+            owner, key, path, st.st_mode & 07777));
+    }
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        auto n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int err = errno;
+            ::close(fd);
+            throw config_error(fmt::format("{}: option '{}': cannot read '{}': {}", owner, key,
+                                           path, std::strerror(err)));
+        }
+        if (n == 0) break;
+        out.append(buf, static_cast<std::size_t>(n));
+        if (out.size() > (1u << 20)) {
+            ::close(fd);
+            throw config_error(fmt::format("{}: option '{}': '{}' is larger than 1 MiB", owner,
+                                           key, path));
+        }
+    }
+    ::close(fd);
+    if (!out.empty() && out.back() == '\n') out.pop_back();
+    if (!out.empty() && out.back() == '\r') out.pop_back();
+    return out;
+}
+
 }  // namespace
+
+std::vector<option_spec> with_secret_sources(const std::vector<option_spec>& table) {
+    std::vector<option_spec> out;
+    for (const auto& o : table) {
+        out.push_back(o);
+        if (!o.secret) continue;
+        option_spec file{o.key + "_file", option_type::string, "", false, INT64_MIN, INT64_MAX,
+                         {}, fmt::format("file holding `{}` (read at start; must not be "
+                                         "readable by group or others)", o.key)};
+        option_spec env{o.key + "_env", option_type::string, "", false, INT64_MIN, INT64_MAX, {},
+                        fmt::format("name of an environment variable holding `{}`", o.key)};
+        out.push_back(std::move(file));
+        out.push_back(std::move(env));
+    }
+    return out;
+}
 
 options::options(std::string owner, const std::vector<option_spec>& table, const config_map& raw)
     : owner_(std::move(owner)) {
@@ -141,6 +209,30 @@ options::options(std::string owner, const std::vector<option_spec>& table, const
                                            o.key, o.doc));
         if (!o.default_text.empty() || o.type == option_type::string)
             values_[o.key] = parse_default(o);
+    }
+    // Secrets given by file or environment variable (see with_secret_sources()).
+    for (const auto& o : table) {
+        if (!o.secret) continue;
+        const std::string file_key = o.key + "_file", env_key = o.key + "_env";
+        auto given = [&](const std::string& k) {
+            return raw.count(k) != 0 && values_.count(k) != 0 &&
+                   !std::get<std::string>(values_.at(k)).empty();
+        };
+        const int sources = (raw.count(o.key) != 0) + given(file_key) + given(env_key);
+        if (sources > 1)
+            throw config_error(fmt::format("{}: set only one of '{}', '{}' and '{}'", owner_,
+                                           o.key, file_key, env_key));
+        if (given(file_key)) {
+            values_[o.key] =
+                read_secret_file(owner_, file_key, std::get<std::string>(values_[file_key]));
+        } else if (given(env_key)) {
+            const auto& name = std::get<std::string>(values_[env_key]);
+            const char* value = std::getenv(name.c_str());
+            if (!value)
+                throw config_error(fmt::format(
+                    "{}: option '{}': environment variable '{}' is not set", owner_, env_key, name));
+            values_[o.key] = std::string(value);
+        }
     }
 }
 

@@ -38,7 +38,7 @@ const sink_type_info* find_sink_type(std::string_view type) {
 
 options validate_sink_options(const std::string& name, const sink_type_info& info,
                               const config_map& raw) {
-    std::vector<option_spec> table = *info.option_table;
+    std::vector<option_spec> table = with_secret_sources(*info.option_table);
     const auto& common = common_sink_options();
     table.insert(table.end(), common.begin(), common.end());
     return options(fmt::format("sink '{}' ({})", name, info.type), table, raw);

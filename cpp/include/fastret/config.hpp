@@ -60,6 +60,12 @@ private:
     config_map values_;
 };
 
+// The table with, for every secret option `k`, two more: `k_file` (a file holding the secret,
+// read when the options are validated; refused if group or others may read it) and `k_env`
+// (an environment variable holding it). options() resolves them into `k`; at most one of the
+// three may be set.
+std::vector<option_spec> with_secret_sources(const std::vector<option_spec>& table);
+
 // Runtime policy options shared by every sink (queue, batching, retry, spool); the sink's
 // own table is merged with this one.
 const std::vector<option_spec>& common_sink_options();

@@ -15,12 +15,10 @@
 namespace py = pybind11;
 
 namespace fastret::py_bind {
+
 void register_store(py::module_& m);
-}
 
 namespace {
-
-using namespace fastret;
 
 config_value to_config_value(const std::string& key, py::handle v) {
     if (v.is_none()) return std::monostate{};
@@ -41,6 +39,8 @@ config_value to_config_value(const std::string& key, py::handle v) {
                        std::string(Py_TYPE(v.ptr())->tp_name));
 }
 
+}  // namespace
+
 config_map to_config_map(const py::dict& d) {
     config_map m;
     for (auto [k, v] : d) {
@@ -49,6 +49,13 @@ config_map to_config_map(const py::dict& d) {
     }
     return m;
 }
+
+}  // namespace fastret::py_bind
+
+namespace {
+
+using namespace fastret;
+using py_bind::to_config_map;
 
 py::dict spec_to_dict(const option_spec& o) {
     py::dict d;
@@ -182,10 +189,7 @@ PYBIND11_MODULE(_native, m) {
         [](const std::string& name, const std::string& type, const py::dict& config) {
             const auto* info = find_sink_type(type);
             if (!info) make_sink(name, type, {});  // throws the unknown-type error
-            std::vector<option_spec> table = *info->option_table;
-            const auto& common = common_sink_options();
-            table.insert(table.end(), common.begin(), common.end());
-            options("sink '" + name + "' (" + type + ")", table, to_config_map(config));
+            validate_sink_options(name, *info, to_config_map(config));
         },
         py::arg("name"), py::arg("type"), py::arg("config"),
         "Check a sink's configuration without building it; raises ConfigError.");
@@ -301,7 +305,7 @@ PYBIND11_MODULE(_native, m) {
             d["type"] = t.type;
             d["summary"] = t.summary;
             py::list opts;
-            for (const auto& o : *t.option_table) opts.append(spec_to_dict(o));
+            for (const auto& o : with_secret_sources(*t.option_table)) opts.append(spec_to_dict(o));
             d["options"] = opts;
             out.append(d);
         }
