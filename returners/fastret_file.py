@@ -2,40 +2,20 @@
 
 Usage::
 
-    salt-call --local state.apply --return fastret_file
+    salt-call --local test.ping --return fastret_file
+    event_return: fastret_file
     fastret_file.path: /var/log/salt/returns.jsonl
 """
 
-import logging
-
 try:
-    from fastret import salt_glue
-
-    HAS_FASTRET = True
-except ImportError as _exc:  # fastret not installed in Salt's Python
-    HAS_FASTRET = False
+    from fastret import returner_api
+except ImportError as _exc:  # fastret is not installed in the Python that runs Salt
     _IMPORT_ERROR = str(_exc)
 
-log = logging.getLogger(__name__)
+    def __virtual__():
+        return False, f"the fastret package is not importable: {_IMPORT_ERROR}"
 
 __virtualname__ = "fastret_file"
 
-
-def __virtual__():
-    if not HAS_FASTRET:
-        return False, f"the fastret package is not importable: {_IMPORT_ERROR}"
-    return salt_glue.check_virtual(__virtualname__, __opts__, __salt__)
-
-
-def _backend(ret=None):
-    return salt_glue.sink_backend(__virtualname__, __opts__, __salt__, ret)
-
-
-def returner(ret):
-    """Deliver one job return (``--return fastret_file``, schedule ``returner:``, master_job_cache)."""
-    salt_glue.call(log, "fastret_file.returner", lambda: _backend(ret).returner(ret))
-
-
-def event_return(events):
-    """Deliver events from the master's event bus (``event_return: fastret_file``)."""
-    salt_glue.call(log, "fastret_file.event_return", lambda: _backend().event_return(events))
+if "_IMPORT_ERROR" not in globals():
+    returner_api.define(globals(), job_cache=False)

@@ -263,6 +263,22 @@ ssize_t pread_all(int fd, void* data, std::size_t len, std::uint64_t off) {
     return static_cast<ssize_t>(got);
 }
 
+// The acknowledged offset stored in an ack file; the segment's start when the file is
+// missing or torn (the worst case is a re-delivery, never a loss).
+std::uint64_t read_ack_at(const fs::path& ack_path, std::uint64_t seg_size) {
+    const int fd = ::open(ack_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return kHeaderSize;
+    unsigned char buf[16];
+    const ssize_t got = pread_all(fd, buf, sizeof buf, 0);
+    ::close(fd);
+    if (got != 12) return kHeaderSize;
+    const std::uint64_t off = load_le64(buf);
+    const std::uint32_t crc = load_le32(buf + 8);
+    if (crc32c(std::string_view(reinterpret_cast<const char*>(buf), 8)) != crc) return kHeaderSize;
+    if (off < kHeaderSize || off > seg_size) return kHeaderSize;
+    return off;
+}
+
 void close_fd(int& fd) noexcept {
     if (fd >= 0) {
         ::close(fd);
@@ -637,17 +653,7 @@ struct spool::impl {
     // ---- adoption ----
 
     std::uint64_t read_ack_file(const std::string& seg_name, std::uint64_t seg_size) {
-        const int fd = ::open(path_of(ack_name_of(seg_name)).c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return kHeaderSize;
-        unsigned char buf[16];
-        const ssize_t got = pread_all(fd, buf, sizeof buf, 0);
-        ::close(fd);
-        if (got != 12) return kHeaderSize;
-        const std::uint64_t off = load_le64(buf);
-        const std::uint32_t crc = load_le32(buf + 8);
-        if (crc32c(std::string_view(reinterpret_cast<const char*>(buf), 8)) != crc) return kHeaderSize;
-        if (off < kHeaderSize || off > seg_size) return kHeaderSize;
-        return off;
+        return read_ack_at(path_of(ack_name_of(seg_name)), seg_size);
     }
 
     bool holds(const std::string& name) const {
@@ -1149,5 +1155,48 @@ spool_stats spool::stats() const {
 }
 
 const spool_options& spool::options() const noexcept { return impl_->opts; }
+
+std::size_t scan_unacknowledged(const std::filesystem::path& dir,
+                                const std::function<void(std::string_view)>& fn) {
+    std::error_code ec;
+    std::vector<std::string> names;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        auto name = it->path().filename().string();
+        if (is_segment_name(name)) names.push_back(std::move(name));
+    }
+    std::sort(names.begin(), names.end());
+    std::size_t visited = 0;
+    std::string buf;
+    for (const auto& name : names) {
+        const int fd = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;  // acknowledged and deleted meanwhile
+        struct stat st {};
+        if (::fstat(fd, &st) != 0) {
+            ::close(fd);
+            continue;
+        }
+        const auto size = static_cast<std::uint64_t>(st.st_size);
+        char magic[sizeof kMagic];
+        std::uint64_t off = read_ack_at(dir / ack_name_of(name), size);
+        if (pread_all(fd, magic, sizeof magic, 0) != static_cast<ssize_t>(sizeof magic) ||
+            std::memcmp(magic, kMagic, sizeof magic) != 0)
+            off = size;  // not (yet) a segment: nothing to read
+        while (off + kFrameHeader <= size) {
+            unsigned char head[kFrameHeader];
+            if (pread_all(fd, head, sizeof head, off) != static_cast<ssize_t>(sizeof head)) break;
+            const std::uint32_t len = load_le32(head);
+            if (off + kFrameHeader + len > size) break;  // being appended, or a torn tail
+            buf.resize(len);
+            if (pread_all(fd, buf.data(), len, off + kFrameHeader) != static_cast<ssize_t>(len))
+                break;
+            if (frame_crc(buf) != load_le32(head + 4)) break;  // torn or corrupt: stop here
+            fn(buf);
+            ++visited;
+            off += kFrameHeader + len;
+        }
+        ::close(fd);
+    }
+    return visited;
+}
 
 }  // namespace fastret

@@ -963,3 +963,31 @@ TEST_CASE("a forked child does not keep its parent's segments locked", "[spool]"
     ::close(up[0]);
     ::close(down[1]);
 }
+
+TEST_CASE("scan_unacknowledged shows another process the frames not yet delivered, in order",
+          "[spool]") {
+    temp_dir d;
+    std::vector<std::string> seen;
+    auto collect = [&](std::string_view p) { seen.emplace_back(p); };
+
+    CHECK(fastret::scan_unacknowledged(d.path / "missing", collect) == 0);
+    {
+        spool sp(opts_for(d.path));
+        append(sp, payloads(0, 5));
+        auto got = read_all(sp);
+        REQUIRE(got.size() == 5);
+        sp.ack(got[1].end);  // frames 0 and 1 delivered
+        sp.sync();
+
+        CHECK(fastret::scan_unacknowledged(d.path, collect) == 3);
+        CHECK(seen == payloads(2, 5));
+
+        // A frame being appended (or torn) at the end is not reported, nor anything after it.
+        auto segs = files_with_ext(d.path, ".seg");
+        REQUIRE(segs.size() == 1);
+        append_raw(segs[0], frame(payload(99)).substr(0, 10));
+        seen.clear();
+        CHECK(fastret::scan_unacknowledged(d.path, collect) == 3);
+        CHECK(seen == payloads(2, 5));
+    }
+}

@@ -23,6 +23,8 @@ Commands:
                  the number of jobs, returns and events stored
   jobs           the most recent jobs in the embedded store, with each minion's result
   config check   validate the fastret configuration the way Salt will load it
+  schema TYPE    print the job store's DDL for postgres, mysql or sqlite (tables, indexes and
+                 a writer and a reader role), or apply it with --apply
   docs           print the configuration reference (generated from the sinks' option tables)
 """
 
@@ -108,7 +110,7 @@ def _configured_sinks(args):
 
     opts = _salt_opts(args)
     sinks = list(salt_glue.routed_backend(opts).cfg.sinks)
-    for module in salt_glue.SINK_MODULES:
+    for module in salt_glue.available_sink_modules(opts):
         sinks.extend(salt_glue.sink_backend(module, opts, None).cfg.sinks)
     return sinks
 
@@ -159,9 +161,15 @@ def cmd_stats(args):
         row = {"sink": s.name, "type": s.type, "destination": s.options.get("path", "")}
         sp = rows.get(s.name)
         row["spool_pending_records"] = sp["pending_records"] if sp else 0
-        if s.type == "sqlite" and os.path.exists(s.options["path"]):
-            store = native().SqliteStore(s.options["path"])
-            row.update({t: store.count(t) for t in ("jids", "salt_returns", "salt_events")})
+        if s.type == "sqlite" and not os.path.exists(s.options["path"]):
+            pass  # nothing stored yet; opening would create it
+        elif s.type in ("sqlite", "postgres", "mysql"):
+            nat = native()
+            try:
+                store = nat.open_store(s.type, dict(s.options))
+                row.update({t: store.count(t) for t in ("jids", "salt_returns", "salt_events")})
+            except nat.StoreError as exc:
+                row["store_error"] = str(exc)
         result.append(row)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -195,13 +203,67 @@ def cmd_config_check(args):
     opts = _salt_opts(args)
     try:
         backend = salt_glue.routed_backend(opts)
-        for module in salt_glue.SINK_MODULES:
+        for module in salt_glue.available_sink_modules(opts):
             salt_glue.sink_backend(module, opts, None)
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
     for s in backend.cfg.sinks:
         print(f"ok: sink {s.name} ({s.type})")
+    return 0
+
+
+def _apply_target(kind: str, target: str) -> dict:
+    """Store options from --apply's argument: a libpq connection string or URI for postgres,
+    mysql://user[:password]@host[:port]/db for mysql, a file path for sqlite."""
+    from urllib.parse import unquote, urlsplit  # noqa: PLC0415
+
+    if kind == "sqlite":
+        return {"path": target}
+    if kind == "postgres":
+        return {"dsn": target}
+    url = urlsplit(target)
+    if url.scheme not in ("mysql", "mariadb") or not url.hostname:
+        raise ConfigError("schema mysql --apply: give mysql://user[:password]@host[:port]/db")
+    opts = {"host": url.hostname, "db": unquote(url.path.lstrip("/")) or "salt"}
+    if url.port:
+        opts["port"] = url.port
+    if url.username:
+        opts["user"] = unquote(url.username)
+    if url.password:
+        opts["pass"] = unquote(url.password)
+    return opts
+
+
+def cmd_schema(args):
+    nat = native()
+    try:
+        ddl = nat.store_schema(args.type, args.writer, args.reader)
+    except nat.ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if not args.apply:
+        sys.stdout.write(ddl)
+        return 0
+    options = _apply_target(args.type, args.apply)
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"schema --option: expected KEY=VALUE, got '{item}'")
+        options[key] = value
+    from fastret.salt_glue import coerce_options  # noqa: PLC0415
+
+    options = coerce_options(args.type, options)
+    if args.type != "sqlite":
+        options["create_schema"] = False  # the script below creates it, roles included
+    try:
+        store = nat.open_store(args.type, options)
+        store.execute_script(ddl)
+    except nat.ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    except nat.StoreError as exc:
+        print(f"fastret: schema not applied: {exc}", file=sys.stderr)
+        return 1
+    print(f"schema applied ({args.type}; roles {args.writer}, {args.reader})")
     return 0
 
 
@@ -245,6 +307,25 @@ def build_parser():
     csub = c.add_subparsers(dest="config_command", required=True)
     cc = csub.add_parser("check", help="validate the fastret configuration")
     cc.set_defaults(func=cmd_config_check)
+
+    sc = sub.add_parser("schema", help="print or apply a database job store's schema",
+                        description="Print the DDL of a job store: tables compatible with the "
+                        "stock returner's, fastret's columns and indexes, and two roles: a "
+                        "writer (what the returner needs: insert, select, the updates of "
+                        "save_minions/update_endtime, deletes of clean_old_jobs) and a reader "
+                        "(select only). Idempotent: also upgrades a stock returner's database "
+                        "in place.")
+    sc.add_argument("type", choices=["postgres", "mysql", "sqlite"])
+    sc.add_argument("--writer", default="salt_writer", help="writer role (default salt_writer)")
+    sc.add_argument("--reader", default="salt_reader", help="reader role (default salt_reader)")
+    sc.add_argument("--apply", metavar="DSN",
+                    help="apply it: a libpq connection string or URI (postgres), "
+                    "mysql://user:password@host:port/db (mysql), or a file path (sqlite); "
+                    "connect as a user that may create tables and roles")
+    sc.add_argument("--option", action="append", metavar="KEY=VALUE",
+                    help="more store options for --apply, e.g. sslrootcert=/etc/ssl/ca.pem "
+                    "(repeatable)")
+    sc.set_defaults(func=cmd_schema)
 
     d = sub.add_parser("docs", help="print the configuration reference (Markdown)")
     d.set_defaults(func=cmd_docs)

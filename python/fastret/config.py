@@ -87,6 +87,15 @@ class SinkConfig:
     options: dict      # sink + common options, as passed to the native layer
     spool_root: str = ""  # the spool goes to <spool_root>/<name> unless options set spool_dir
 
+    @property
+    def spool_dir(self) -> str | None:
+        """The directory of this sink's spool, or None when it has none."""
+        if self.options.get("spool") is False:
+            return None
+        if self.options.get("spool_dir"):
+            return str(self.options["spool_dir"])
+        return os.path.join(self.spool_root, self.name) if self.spool_root else None
+
 
 @dataclass
 class PipelineConfig:

@@ -16,7 +16,8 @@ def _row(o: dict) -> str:
         hi = "" if o["max"] is None else o["max"]
         bounds = f"{lo}..{hi}"
     default = "(required)" if o["required"] else (f"`{o['default']}`" if o["default"] != "" else "")
-    return f"| `{o['key']}` | {o['type']} | {default} | {bounds} | {o['doc']} |\n"
+    doc = o["doc"] + (" (*secret*)" if o.get("secret") else "")
+    return f"| `{o['key']}` | {o['type']} | {default} | {bounds} | {doc} |\n"
 
 
 HEADER = "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n"
@@ -33,7 +34,18 @@ def config_reference() -> str:
            "- One-sink returners read `<module>.<key>` (flat) or a `<module>:` mapping from the "
            "minion/master config or pillar, `--return_config` profiles "
            "(`<profile>.<module>.<key>`) and `--return_kwargs`, e.g. `fastret_sqlite.path`. "
-           "Modules: `fastret_sqlite` (sink type sqlite), `fastret_file` (sink type file).\n",
+           "Modules: `fastret_sqlite` (sink type sqlite), `fastret_file` (sink type file), "
+           "`fastret_postgres` (sink type postgres), `fastret_mysql` (sink type mysql). "
+           "`fastret_postgres` also reads the stock keys `returner.postgres.<key>` and "
+           "`returner.pgjsonb.<key>` (host, port, db, user, pass, sslmode, sslrootcert, sslcert, "
+           "sslkey, connect_timeout in seconds), `fastret_mysql` the stock `mysql.<key>` (host, "
+           "port, db, user, pass, ssl_ca, ssl_cert, ssl_key); its own keys win.\n",
+           "- Every secret option `k` (marked *secret* below) may instead be given as `k_file` "
+           "(a file holding it, read at start and refused when group or others may read it) or "
+           "`k_env` (an environment variable holding it). Secrets are never shown in errors, "
+           "logs or command output.\n",
+           "- Integer and boolean options given as strings (pillar, `--return_kwargs`) are "
+           "taken as such (`\"5432\"`, `\"true\"`).\n",
            "- The routed `fastret` returner reads a `fastret:` block with `sinks:` (name -> "
            "`type:` plus that type's keys), optional `routes:` and the top-level keys below.\n\n",
            "## `fastret:` top-level keys\n\n", HEADER,

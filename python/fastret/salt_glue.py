@@ -31,6 +31,10 @@ log = logging.getLogger("fastret")
 
 # Seconds save_load()/prep_jid() wait: the salt CLI reads the load right after publishing.
 JOB_CACHE_WAIT = 10.0
+# Sink types with a job store (job-cache reads).
+STORE_TYPES = ("sqlite", "postgres", "mysql")
+# After a job store read fails, reads answer from the spool alone for this long.
+STORE_RETRY_SECONDS = 5.0
 # How many stored jids a process remembers to skip Salt's repeated save_load calls.
 SAVED_LOADS_KEPT = 4096
 
@@ -144,9 +148,20 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
                           f"{', '.join(allowed)}")
     if not salt_funcs or "config.option" not in salt_funcs:
         salt_funcs = {"config.option": _opts_config_option(opts)}
-    found = salt.returners.get_returner_options(
-        virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs, __opts__=opts,
-        defaults=defaults)
+    found = dict(defaults)
+    # The stock returner's keys first (`returner.pgjsonb.host`, `mysql.pass`, ...), so that
+    # switching `master_job_cache: pgjsonb` to fastret_postgres is a one-line change; fastret's
+    # own keys win over them.
+    for prefix, keymap in STOCK_FALLBACKS.get(virtualname, ()):
+        stock = salt.returners.get_returner_options(
+            prefix, ret, {k: k for k in keymap}, __salt__=salt_funcs, __opts__=opts)
+        for stock_key, value in stock.items():
+            if stock_key in keymap:
+                own_key, convert = keymap[stock_key]
+                found[own_key] = convert(value)
+    found.update(salt.returners.get_returner_options(
+        virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs, __opts__=opts))
+    found = coerce_options(sink_type, found)
     py_opts = {k: spec[1] for k, spec in PYTHON_OPTIONS.items()}
     sink_opts = {}
     for key, value in found.items():
@@ -155,6 +170,42 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
         else:
             sink_opts[key] = value
     return sink_opts, py_opts
+
+
+def _same(value):
+    return value
+
+
+def _seconds_to_ms(value):
+    return int(float(value) * 1000)
+
+
+# Per module: (stock prefix, {stock key: (fastret key, conversion)}), first one first.
+_PG_KEYS = {k: (k, _same) for k in ("host", "port", "db", "user", "pass", "sslmode",
+                                     "sslrootcert", "sslcert", "sslkey")}
+_PG_KEYS["connect_timeout"] = ("connect_timeout_ms", _seconds_to_ms)
+STOCK_FALLBACKS = {
+    "fastret_postgres": (("returner.postgres", _PG_KEYS), ("returner.pgjsonb", _PG_KEYS)),
+    "fastret_mysql": (("mysql", {k: (k, _same) for k in ("host", "port", "db", "user", "pass",
+                                                         "ssl_ca", "ssl_cert", "ssl_key")}),),
+}
+
+
+def coerce_options(sink_type: str, found: dict) -> dict:
+    """Values from pillar, the command line or an environment often come as strings: an
+    integer or boolean option given as "5432" or "true" is taken as such. Anything else is
+    left for the strict validation to refuse with the key named."""
+    types = {o["key"]: o["type"] for o in _sink_table(sink_type)}
+    types.update({o["key"]: o["type"] for o in native().common_options()})
+    out = {}
+    for key, value in found.items():
+        kind = types.get(key)
+        if isinstance(value, str) and kind == "integer" and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        elif isinstance(value, str) and kind == "boolean" and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        out[key] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,9 +222,9 @@ class Backend:
         self.pipeline = Pipeline(cfg)
         self.logger = logging.getLogger(f"salt.loaded.ext.returners.{name}")
         self._store = None
+        self._store_down_until = 0.0  # reads skip the database until then (see store())
         self._saved_loads: dict = {}  # jids whose load this process stored, oldest first
-        self._store_path = next((s.options.get("path") for s in cfg.sinks if s.type == "sqlite"),
-                                None)
+        self._store_sink = next((sk for sk in cfg.sinks if sk.type in STORE_TYPES), None)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -236,31 +287,81 @@ class Backend:
     # -- reads ------------------------------------------------------------------------------
 
     def store(self):
-        if self._store_path is None:
-            raise ConfigError(f"{self.name}: job-cache reads need a sqlite sink in the configuration")
+        """The job store of the first database sink, opened on first use. Raises StoreError
+        while the database cannot be reached; after a failure the next STORE_RETRY_SECONDS of
+        reads do not try again (each try could cost a connect timeout), they use the spool."""
+        if self._store_sink is None:
+            raise ConfigError(f"{self.name}: job-cache reads need a database sink "
+                              f"({', '.join(STORE_TYPES)}) in the configuration")
         if self._store is None:
-            # A read can come before the first write (a fresh master's maintenance process
-            # calls clean_old_jobs at start, `salt-run jobs.list_jobs` may run before any job):
-            # the store is created where the sink would create it, instead of failing to open.
-            os.makedirs(os.path.dirname(os.path.abspath(self._store_path)), exist_ok=True)
-            self._store = native().SqliteStore(self._store_path)
+            nat = native()
+            if time.monotonic() < self._store_down_until:
+                raise nat.StoreError(f"{self.name}: the job store was unreachable moments ago")
+            try:
+                self._store = nat.open_store(self._store_sink.type, dict(self._store_sink.options))
+            except nat.ConfigError as exc:
+                raise ConfigError(str(exc)) from None
+            except nat.StoreError:
+                self._store_down_until = time.monotonic() + STORE_RETRY_SECONDS
+                raise
         return self._store
 
+    def _read(self, what, fn, default):
+        """A read of the job store; when the database fails, (default, False) and a warning,
+        so that the caller can answer from the spool."""
+        try:
+            return fn(self.store()), True
+        except native().StoreError as exc:
+            if self._store is not None:
+                # A store whose connection failed is reopened (after the pause) by a later read.
+                self._store = None
+                self._store_down_until = time.monotonic() + STORE_RETRY_SECONDS
+            now = time.monotonic()
+            if now >= self._warned_until:
+                self._warned_until = now + STORE_RETRY_SECONDS
+                self.logger.warning("%s: %s: job store unavailable, answering from the spool: "
+                                    "%s", self.name, what, exc)
+            return default, False
+
+    _warned_until = 0.0
+
+    def _spooled(self, jid):
+        """(kind, minion, payload JSON, ts_us) of this jid's records still waiting in the
+        database sink's spool: written, not yet in the database."""
+        sink = self._store_sink
+        if sink is None or not sink.spool_dir:
+            return []
+        return native().spool_records(sink.spool_dir, str(jid))
+
     def get_load(self, jid):
-        text = self.store().get_load(str(jid))
-        if not text:
+        jid = str(jid)
+        found, _ = self._read("get_load", lambda st: (st.get_load(jid), st.get_minions_of(jid)),
+                              (None, None))
+        text, minions_text = found
+        load = json.loads(text) if text else None
+        minions = set(json.loads(minions_text)) if minions_text else set()
+        if load is None or not minions:
+            # Not in the database (yet): the database is down or the spool has not drained.
+            for kind, _minion, payload, _ts in self._spooled(jid):
+                if kind == "job_load" and load is None:
+                    load = json.loads(payload)  # the first load wins, as in the store
+                elif kind == "job_minions":
+                    minions.update(json.loads(payload))
+        if not load:
             return {}
-        load = json.loads(text)
-        minions = self.store().get_minions_of(str(jid))
         if minions:
-            minions = json.loads(minions)
-            if minions:
-                load["Minions"] = sorted(minions)
+            load["Minions"] = sorted(minions)
         return load
 
     def get_jid(self, jid):
+        jid = str(jid)
+        rows, _ = self._read("get_jid", lambda st: st.get_returns(jid), [])
+        latest = {minion: full_ret for minion, full_ret in rows}
+        for kind, minion, payload, _ts in self._spooled(jid):
+            if kind == "job_return":
+                latest[minion] = payload  # newer than anything the database has
         out = {}
-        for minion, full_ret in self.store().get_returns(str(jid)):
+        for minion, full_ret in latest.items():
             data = json.loads(full_ret)
             if not isinstance(data, dict):
                 data = {"return": data}
@@ -406,7 +507,25 @@ def routed_backend(opts: dict, ret=None, salt_funcs=None) -> Backend:
 SINK_MODULES = {
     "fastret_sqlite": "sqlite",
     "fastret_file": "file",
+    "fastret_postgres": "postgres",
+    "fastret_mysql": "mysql",
 }
+
+
+def available_sink_modules(opts: dict | None = None) -> dict:
+    """SINK_MODULES whose sink type this build has; with `opts`, only those this configuration
+    uses: the local ones (their default destination is under the cachedir) and the others when
+    named by master_job_cache/event_return/ext_job_cache or configured by key."""
+    known = {t["type"] for t in native().sink_types()}
+    out = {m: t for m, t in SINK_MODULES.items() if t in known}
+    if opts is None:
+        return out
+    named = set()
+    for key in ("master_job_cache", "ext_job_cache", "event_return"):
+        value = opts.get(key)
+        named.update([value] if isinstance(value, str) else value or [])
+    return {m: t for m, t in out.items()
+            if t in ("sqlite", "file") or m in named or _configured_keys(m, opts)}
 
 
 def _default_sink_options(virtualname: str, opts: dict) -> dict:
@@ -415,6 +534,19 @@ def _default_sink_options(virtualname: str, opts: dict) -> dict:
     if virtualname == "fastret_file":
         return {"path": os.path.join(os.path.dirname(default_store_path(opts)), "returns.jsonl")}
     return {}
+
+
+def _destination(sink_opts: dict) -> str:
+    """What identifies where a one-sink returner writes (never a secret)."""
+    if "path" in sink_opts:
+        return str(sink_opts["path"])
+    keys = ("dsn", "host", "port", "unix_socket", "db", "user")
+    dsn = str(sink_opts.get("dsn", ""))
+    if dsn:
+        # A DSN may carry a password: only its digest goes into the spool's name.
+        return json.dumps([hashlib.sha256(dsn.encode()).hexdigest()] +
+                          [str(sink_opts.get(k, "")) for k in keys[1:]])
+    return json.dumps([str(sink_opts.get(k, "")) for k in keys])
 
 
 def sink_backend(virtualname: str, opts: dict, salt_funcs=None, ret=None) -> Backend:
@@ -437,7 +569,7 @@ def _sink_backend(virtualname: str, opts: dict, salt_funcs, ret) -> Backend:
         except nat.ConfigError as exc:
             raise ConfigError(str(exc)) from None
         # The destination names the spool: the same destination in any process finds it.
-        ident = hashlib.sha256(str(sink_opts.get("path", "")).encode()).hexdigest()[:12]
+        ident = hashlib.sha256(_destination(sink_opts).encode()).hexdigest()[:12]
         spool_root = default_spool_root(opts)
         sink = SinkConfig(name=f"{virtualname}-{ident}", type=sink_type, options=sink_opts,
                           spool_root=spool_root)

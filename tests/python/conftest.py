@@ -298,7 +298,8 @@ def pytest_collection_modifyitems(items):
 # ---------------------------------------------------------------------------------------------
 # master/minion helpers (salt-factories daemons)
 
-JID_RE = re.compile(r"jid:? (\d{20})")
+# Salt jids are 20 digits, with `unique_jid: True` followed by `_<pid>`.
+JID_RE = re.compile(r"jid:? (\d{20}(?:_\d+)?)")
 
 
 def run_salt(master, *args, tgt="*"):

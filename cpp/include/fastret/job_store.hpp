@@ -78,6 +78,9 @@ public:
         const std::string& tag_glob, std::size_t limit) = 0;
     // Row count of "jids", "salt_returns" or "salt_events" (std::invalid_argument otherwise).
     virtual std::uint64_t count(const std::string& table) = 0;
+    // Runs SQL statements (the text of job_store_schema(), each ending with ";" and a newline)
+    // in order, for `fastret schema --apply`. Throws store_error on the first failure.
+    virtual void execute_script(const std::string& sql) = 0;
 };
 
 // Opens a store of a registered sink type ("sqlite", "postgres", "mysql") from that type's

@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -126,6 +127,13 @@ private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };
+
+// Calls `fn` with the payload of every frame in `dir` that is not acknowledged yet, segment by
+// segment in creation order, without taking a lock or changing a file: for readers in another
+// process (job-cache reads while the database is down). A segment's scan stops at its first
+// incomplete or bad frame. Returns the frames visited. Never throws for a missing directory.
+std::size_t scan_unacknowledged(const std::filesystem::path& dir,
+                                const std::function<void(std::string_view)>& fn);
 
 // CRC32C (Castagnoli).
 std::uint32_t crc32c(std::string_view data, std::uint32_t crc = 0) noexcept;

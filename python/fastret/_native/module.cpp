@@ -11,6 +11,7 @@
 #include "fastret/record.hpp"
 #include "fastret/runtime.hpp"
 #include "fastret/sink.hpp"
+#include "fastret/spool.hpp"
 
 namespace py = pybind11;
 
@@ -290,6 +291,25 @@ PYBIND11_MODULE(_native, m) {
         }
         return out;
     });
+
+    m.def(
+        "spool_records",
+        [](const std::string& dir, const std::string& jid) {
+            std::vector<std::tuple<std::string, std::string, std::string, std::int64_t>> out;
+            {
+                py::gil_scoped_release release;  // file reads only, no Python object
+                scan_unacknowledged(dir, [&](std::string_view payload) {
+                    record rec;
+                    if (deserialize(payload, rec) && rec.jid == jid)
+                        out.emplace_back(std::string(to_string(rec.kind)), rec.minion,
+                                         std::move(rec.payload), rec.ts_us);
+                });
+            }
+            return out;
+        },
+        py::arg("spool_dir"), py::arg("jid"),
+        "(kind, minion, payload JSON, time in us) of the records of `jid` that wait in a sink's "
+        "spool, oldest first. Reads without locking, from any process.");
 
     m.def("take_messages", [] {
         py::list out;

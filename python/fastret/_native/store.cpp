@@ -50,7 +50,8 @@ void register_store(py::module_& m) {
         .def("clean_old_jobs", &S::clean_old_jobs, py::arg("cutoff_us"), released)
         .def("get_events", &S::get_events, py::arg("tag_glob") = "*", py::arg("limit") = 100,
              released)
-        .def("count", &S::count, py::arg("table"), released);
+        .def("count", &S::count, py::arg("table"), released)
+        .def("execute_script", &S::execute_script, py::arg("sql"), released);
 
     m.def("open_store", &open_store, py::arg("type"), py::arg("config"),
           "Open the job store of a sink type with that sink's options; raises ConfigError for "
