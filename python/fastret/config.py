@@ -38,7 +38,7 @@ PYTHON_OPTIONS = {
                        "replaced) or 'base64'"),
 }
 
-TOP_LEVEL_KEYS = {"sinks", "routes", "spool_dir"} | set(PYTHON_OPTIONS)
+TOP_LEVEL_KEYS = {"sinks", "routes", "spool_dir", "allow_return_kwargs"} | set(PYTHON_OPTIONS)
 ROUTE_KEYS = {"sinks", "kinds", "fun", "tag", "success"}
 
 

@@ -52,11 +52,24 @@ def config_reference() -> str:
            "| `sinks` | mapping | (required) |  | name -> sink options with `type:` |\n",
            "| `routes` | list | every record to every sink |  | see below |\n",
            "| `spool_dir` | string | `<cachedir>/fastret/spool` |  | spool root; each sink "
-           "spools in `<spool_dir>/<sink>` |\n"]
+           "spools in `<spool_dir>/<sink>` |\n",
+           "| `allow_return_kwargs` | list | `[]` |  | keys `--return_kwargs` may set although "
+           "they redirect records (see below) |\n"]
     for key, (typ, default, doc) in PYTHON_OPTIONS.items():
         out.append(f"| `{key}` | {typ.__name__} | `{default}` |  | {doc} |\n")
     out += ["\nThe Python-level keys (`deliver_timeout`, `max_depth`, `bytes_encoding`) are also "
             "accepted by the one-sink returners.\n\n",
+            "## `--return_kwargs` and `allow_return_kwargs`\n\n",
+            "`--return_kwargs` comes from whoever may publish a job. It may set any option "
+            "except those that change where records go, who connects or how the connection "
+            "is secured: `host`, `port`, `user`, `pass`, `db`, `dsn`, `unix_socket`, `path`, "
+            "`spool`, `spool_dir`, `sinks`, `routes`, `url`, `create_schema`, secret options, "
+            "and keys starting with `ssl`, `tls`, `verify`, `cert`, `pin` or ending with "
+            "`_file`, `_env`, `_path`, `_dir`, `_key`, `_cert`, `_ca`. Such a call is refused "
+            "with an error in Salt's log naming the key (the job itself is unaffected). An "
+            "administrator widens this per returner with `<module>.allow_return_kwargs: "
+            "[path]` (or `allow_return_kwargs` in the `fastret:` block); `--return_kwargs` "
+            "can never set `allow_return_kwargs` itself.\n\n",
             "## Routes\n\n",
             f"Each route is a mapping with keys {', '.join(f'`{k}`' for k in sorted(ROUTE_KEYS))}: "
             "`sinks` (names), `kinds` (any of "

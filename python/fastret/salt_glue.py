@@ -58,8 +58,24 @@ def return_record(ret: dict):
             success, retcode, ret)
 
 
+# Credentials a client sends with an eauth publish (in the load's `kwargs`): never stored,
+# whatever the configuration says.
+EAUTH_KEYS = ("username", "password", "token", "eauth")
+SCRUBBED = "********"
+
+
+def scrub_eauth(data):
+    """`data` with eauth credentials masked in its `kwargs` (a copy; `data` is unchanged)."""
+    if not isinstance(data, dict):
+        return data
+    kwargs = data.get("kwargs")
+    if not isinstance(kwargs, dict) or not any(k in kwargs for k in EAUTH_KEYS):
+        return data
+    return {**data, "kwargs": {k: (SCRUBBED if k in EAUTH_KEYS else v) for k, v in kwargs.items()}}
+
+
 def load_record(jid, load: dict):
-    return ("job_load", _text(jid), "", _text(load.get("fun")), "", None, None, load)
+    return ("job_load", _text(jid), "", _text(load.get("fun")), "", None, None, scrub_eauth(load))
 
 
 def minions_record(jid, minions):
@@ -133,13 +149,70 @@ def _opts_config_option(opts: dict):
     return option
 
 
+# --return_kwargs comes from whoever may publish a job, not from the administrator: it may not
+# change where records go, who connects or how the connection is secured, unless the
+# configuration's `allow_return_kwargs` list names the key.
+PROTECTED_KWARGS = {"host", "port", "user", "pass", "password", "db", "database", "dsn",
+                    "unix_socket", "path", "spool", "spool_dir", "sinks", "routes",
+                    "allow_return_kwargs", "url", "create_schema"}
+PROTECTED_PREFIXES = ("ssl", "tls", "verify", "ca_", "cert", "client_cert", "pin")
+PROTECTED_SUFFIXES = ("_file", "_env", "_path", "_dir", "_key", "_cert", "_ca")
+
+
+def _protected(key: str, secret_keys=()) -> bool:
+    return (key in PROTECTED_KWARGS or key in secret_keys or key.startswith(PROTECTED_PREFIXES)
+            or key.endswith(PROTECTED_SUFFIXES))
+
+
+def _allow_list(virtualname: str, opts: dict, block=None) -> set:
+    """The configuration's `allow_return_kwargs` for a returner (never from a job's kwargs)."""
+    if virtualname == "fastret":
+        value = block.get("allow_return_kwargs") if isinstance(block, dict) else None
+    else:
+        pillar = opts.get("pillar") if isinstance(opts.get("pillar"), dict) else {}
+        value = None
+        for source in (opts, pillar):
+            nested = source.get(virtualname)
+            if isinstance(nested, dict) and "allow_return_kwargs" in nested:
+                value = nested["allow_return_kwargs"]
+            if f"{virtualname}.allow_return_kwargs" in source:
+                value = source[f"{virtualname}.allow_return_kwargs"]
+            if value is not None:
+                break
+    if value is None:
+        return set()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{virtualname}: 'allow_return_kwargs' must be a list of option names")
+    return set(value)
+
+
+def check_return_kwargs(virtualname: str, ret, allowed_extra: set, secret_keys=()) -> None:
+    """Refuse --return_kwargs that would redirect or re-authenticate the returner."""
+    kwargs = ret.get("ret_kwargs") if isinstance(ret, dict) else None
+    if not isinstance(kwargs, dict):
+        return
+    refused = sorted(k for k in kwargs if _protected(str(k), secret_keys)
+                     and (k not in allowed_extra or k == "allow_return_kwargs"))
+    if refused:
+        raise ConfigError(
+            f"{virtualname}: --return_kwargs may not set '{refused[0]}': it would change where "
+            f"records go or how the connection is made; an administrator can allow it with "
+            f"'allow_return_kwargs' in the {virtualname} configuration")
+
+
 def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt_funcs,
                          defaults: dict) -> tuple[dict, dict]:
     """Options for a one-sink returner: (sink options, python options). Unknown keys in the
-    config or in --return_kwargs are errors naming the key."""
+    config or in --return_kwargs are errors naming the key, and so are --return_kwargs that
+    would redirect the returner (see check_return_kwargs)."""
     import salt.returners  # noqa: PLC0415 - only ever called inside Salt
 
-    allowed = allowed_keys(sink_type)
+    table = _sink_table(sink_type)
+    secret_keys = {o["key"] for o in table if o.get("secret")}
+    check_return_kwargs(virtualname, ret, _allow_list(virtualname, opts), secret_keys)
+    allowed = sorted(set(allowed_keys(sink_type)) | {"allow_return_kwargs"})
     unknown = sorted(_configured_keys(virtualname, opts) - set(allowed))
     if ret and isinstance(ret.get("ret_kwargs"), dict):
         unknown += sorted(set(ret["ret_kwargs"]) - set(allowed))
@@ -162,6 +235,7 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
     found.update(salt.returners.get_returner_options(
         virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs, __opts__=opts))
     found = coerce_options(sink_type, found)
+    found.pop("allow_return_kwargs", None)
     py_opts = {k: spec[1] for k, spec in PYTHON_OPTIONS.items()}
     sink_opts = {}
     for key, value in found.items():
@@ -447,6 +521,7 @@ def routed_block(opts: dict, ret=None, salt_funcs=None):
 
     if not salt_funcs or "config.option" not in salt_funcs:
         salt_funcs = {"config.option": _opts_config_option(opts)}
+    check_return_kwargs("fastret", ret, _allow_list("fastret", opts, block))
     found = salt.returners.get_returner_options(
         "fastret", ret, {k: k for k in TOP_LEVEL_KEYS}, __salt__=salt_funcs, __opts__=opts)
     merged = dict(block if isinstance(block, dict) else default_block(opts))

@@ -370,3 +370,67 @@ def pytest_sessionfinish(session):
     handler = impl.get_temp_handler() if impl is not None else None
     if handler is not None:
         handler.stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives until exit
+
+
+# ---------------------------------------------------------------------------------------------
+# database servers for the job-cache backends: throwaway instances started by the fixtures in
+# tests/fixtures/ (free loopback ports, TLS with a CA made at test time), one per session and
+# server type, started on first use; every test module gets a database of its own.
+
+sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+
+
+@dataclass
+class DbBackend:
+    name: str      # sqlite, postgres, mysql
+    module: str    # the returner module
+    options: dict  # the module's options (also the job store's)
+
+    def store(self):
+        import fastret  # noqa: PLC0415
+
+        return fastret.native().open_store(self.name, dict(self.options))
+
+
+class DbServers:
+    def __init__(self, root: Path):
+        self.root = root
+        self.info = {}
+
+    def server(self, kind: str) -> dict:
+        if kind not in self.info:
+            module = __import__(f"{kind}_server")
+            self.info[kind] = module.start(str(self.root / kind))
+        return self.info[kind]
+
+    def backend(self, kind: str, dbname: str) -> DbBackend:
+        if kind == "sqlite":
+            return DbBackend("sqlite", "fastret_sqlite", {"path": str(self.root / f"{dbname}.db")})
+        info = self.server(kind)
+        module = __import__(f"{kind}_server")
+        module.create_database(info, dbname)
+        return DbBackend(kind, f"fastret_{kind}", store_options(kind, info, dbname))
+
+    def stop_all(self):
+        for kind in self.info:
+            __import__(f"{kind}_server").stop(str(self.root / kind))
+
+
+def store_options(kind: str, info: dict, dbname: str) -> dict:
+    """fastret_<kind> options for the fixture's server: the unprivileged test user over TCP
+    with verified TLS (the fixture's CA)."""
+    if kind == "postgres":
+        return {"host": info["host"], "port": info["port"], "user": info["user"],
+                "pass": info["password"], "db": dbname, "sslmode": "verify-full",
+                "sslrootcert": info["ca"]}
+    return {"host": info["host"], "port": info["port"], "user": info["user"],
+            "pass": info["password"], "db": dbname, "ssl_ca": info["ca"]}
+
+
+@pytest.fixture(scope="session")
+def db_servers():
+    root = Path(tempfile.mkdtemp(prefix="frdb-", dir="/tmp"))
+    servers = DbServers(root)
+    yield servers
+    servers.stop_all()
+    shutil.rmtree(root, ignore_errors=True)

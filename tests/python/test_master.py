@@ -23,6 +23,8 @@ def master(salt_factories):
             "interface": "127.0.0.1",
             "master_job_cache": "fastret_sqlite",
             "event_return": "fastret_sqlite",
+            # An always-approving eauth backend, to publish with credentials.
+            "external_auth": {"auto": {"fr-eauth-user": [".*"]}},
         },
     )
     with m.started(start_timeout=120):
@@ -36,6 +38,8 @@ def minion(master):
         f"frmi-{uuid.uuid4().hex[:6]}",
         overrides={
             "master": "127.0.0.1",
+            # --return_kwargs may redirect fastret_file (only): the administrator allows it.
+            "fastret_file.allow_return_kwargs": ["path"],
             "alt.fastret_file.path": str(root / "alt-profile.jsonl"),
             "alt.fastret": {"sinks": {"out": {"type": "file",
                                               "path": str(root / "alt-routed.jsonl")}}},
@@ -233,6 +237,37 @@ def test_routed_fastret_return_config_and_kwargs(master, minion):
     assert not job_returns(audit, jid)
 
 
+def test_return_kwargs_may_not_redirect_without_the_allow_list(master, minion, tmp_path):
+    """fastret_sqlite has no allow_return_kwargs on this minion: a publisher cannot point it at
+    another database (or fastret at other sinks); the attempt is logged, the job unaffected."""
+    path = tmp_path / "elsewhere.db"
+    log = Path(minion.config["log_file"])
+    for returner, kwargs, key in (("fastret_sqlite", {"path": str(path)}, "path"),
+                                  ("fastret", {"sinks": {"x": {"type": "file",
+                                                               "path": str(path)}}}, "sinks")):
+        jid, data, _ = run_salt(master, "test.echo", "redirect", "--return", returner,
+                                "--return_kwargs", json.dumps(kwargs))
+        assert data == {minion.id: "redirect"}
+        wait_for(lambda k=key, r=returner: f"{r}: --return_kwargs may not set '{k}'"
+                 in log.read_text(errors="replace"), what=f"the refusal of '{key}' in the log")
+    assert not path.exists()
+
+
+def test_eauth_credentials_never_reach_the_job_cache(master, minion, store):
+    secret = f"pw-{uuid.uuid4().hex}"
+    res = master.salt_cli(timeout=120).run(
+        "-v", "-a", "auto", "--username", "fr-eauth-user", "--password", secret, "test.ping",
+        minion_tgt="*")
+    assert res.returncode == 0, res
+    jid = JID_RE.search(res.stdout).group(1)
+    assert run_runner(master, "jobs.lookup_jid", jid) == {minion.id: True}
+    (load,) = db_query(store, "SELECT load FROM jids WHERE jid = ?", (jid,))
+    assert json.loads(load[0])["fun"] == "test.ping"
+    dump = "\n".join(str(r) for table in ("jids", "salt_returns", "salt_events")
+                      for r in db_query(store, f"SELECT * FROM {table}"))  # noqa: S608
+    assert secret not in dump
+
+
 def test_return_kwargs_unknown_key_is_logged(master, minion):
     jid, data, _ = run_salt(master, "test.echo", "bad-kwargs", "--return", "fastret_file",
                             "--return_kwargs", json.dumps({"pth": "/tmp/nowhere"}))
@@ -271,5 +306,6 @@ def test_master_and_minion_logs_have_no_fastret_errors(master, minion):
         bad = [line for line in log.splitlines()
                if ("[ERROR" in line or "[CRITICAL" in line or "Traceback" in line)
                and "fastret" in line
-               and "'pth'" not in line and "'deliver_timeuot'" not in line]  # provoked above
+               and "'pth'" not in line and "'deliver_timeuot'" not in line
+               and "--return_kwargs may not set" not in line]  # provoked above
         assert bad == [], "\n".join(bad[:20])
