@@ -210,7 +210,7 @@ public:
         if (rc != SQLITE_OK) {
             std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
             sqlite3_close(db);
-            throw std::runtime_error("sqlite: cannot open database '" + path_ + "': " + msg);
+            throw sqlite_failure(rc, "sqlite: cannot open database '" + path_ + "': " + msg);
         }
         db_ = db;
         sqlite3_extended_result_codes(db_, 1);

@@ -306,8 +306,8 @@ class Backend:
         delivered = self.pipeline.submit(records, wait=wait, logger=self.logger)
         if wait and not delivered:
             self.logger.warning(
-                "%s: not delivered within %.1fs; kept in the spool and delivered later",
-                self.name, wait)
+                "%s: not delivered yet (the destination is failing or slower than %.1fs); "
+                "kept in the spool and delivered later", self.name, wait)
         return delivered
 
     def returner(self, ret: dict):
@@ -360,7 +360,7 @@ class Backend:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def store(self):
+    def store(self, force: bool = False):
         """The job store of the first database sink, opened on first use. Raises StoreError
         while the database cannot be reached; after a failure the next STORE_RETRY_SECONDS of
         reads do not try again (each try could cost a connect timeout), they use the spool."""
@@ -369,7 +369,7 @@ class Backend:
                               f"({', '.join(STORE_TYPES)}) in the configuration")
         if self._store is None:
             nat = native()
-            if time.monotonic() < self._store_down_until:
+            if not force and time.monotonic() < self._store_down_until:
                 raise nat.StoreError(f"{self.name}: the job store was unreachable moments ago")
             try:
                 self._store = nat.open_store(self._store_sink.type, dict(self._store_sink.options))
@@ -380,11 +380,12 @@ class Backend:
                 raise
         return self._store
 
-    def _read(self, what, fn, default):
+    def _read(self, what, fn, default, force=False):
         """A read of the job store; when the database fails, (default, False) and a warning,
-        so that the caller can answer from the spool."""
+        so that the caller can answer from the spool. `force` tries the database even within
+        the pause after a failure."""
         try:
-            return fn(self.store()), True
+            return fn(self.store(force)), True
         except native().StoreError as exc:
             if self._store is not None:
                 # A store whose connection failed is reopened (after the pause) by a later read.
@@ -409,8 +410,15 @@ class Backend:
 
     def get_load(self, jid):
         jid = str(jid)
-        found, _ = self._read("get_load", lambda st: (st.get_load(jid), st.get_minions_of(jid)),
-                              (None, None))
+
+        def read(st):
+            return st.get_load(jid), st.get_minions_of(jid)
+
+        found, ok = self._read("get_load", read, (None, None))
+        if not ok and not self._spooled(jid):
+            # Within the pause after a failure, with nothing of this job in the spool: the
+            # database may be back and have drained the spool already.
+            found, ok = self._read("get_load", read, (None, None), force=True)
         text, minions_text = found
         load = json.loads(text) if text else None
         minions = set(json.loads(minions_text)) if minions_text else set()
@@ -429,7 +437,9 @@ class Backend:
 
     def get_jid(self, jid):
         jid = str(jid)
-        rows, _ = self._read("get_jid", lambda st: st.get_returns(jid), [])
+        rows, ok = self._read("get_jid", lambda st: st.get_returns(jid), [])
+        if not ok and not self._spooled(jid):
+            rows, ok = self._read("get_jid", lambda st: st.get_returns(jid), [], force=True)
         latest = {minion: full_ret for minion, full_ret in rows}
         for kind, minion, payload, _ts in self._spooled(jid):
             if kind == "job_return":
