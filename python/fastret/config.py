@@ -172,6 +172,10 @@ def parse_block(block, opts, name_prefix: str = "fastret") -> PipelineConfig:
         if not isinstance(typ, str):
             known = ", ".join(t["type"] for t in nat.sink_types())
             raise ConfigError(f"sink '{name}': option 'type' is required; known types: {known}")
+        from fastret.salt_glue import resolve_secrets  # noqa: PLC0415 - a cycle otherwise
+
+        if typ in {t["type"] for t in nat.sink_types()}:
+            raw = resolve_secrets(f"sink '{name}'", typ, raw, opts)
         try:
             nat.validate_sink(name, typ, raw)
         except nat.ConfigError as exc:

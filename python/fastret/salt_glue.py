@@ -202,6 +202,30 @@ def check_return_kwargs(virtualname: str, ret, allowed_extra: set, secret_keys=(
             f"'allow_return_kwargs' in the {virtualname} configuration")
 
 
+def resolve_secrets(owner: str, sink_type: str, options: dict, opts: dict) -> dict:
+    """Secret options given as Salt `sdb://profile/key` URIs, resolved through Salt's sdb (the
+    profile comes from the master/minion config). A URI that resolves to nothing is an error
+    naming the option, never a login with the URI as password."""
+    table = _sink_table(sink_type)
+    secret_keys = {o["key"] for o in table if o.get("secret")}
+    out = dict(options)
+    for key in secret_keys & set(out):
+        value = out[key]
+        if not (isinstance(value, str) and value.startswith("sdb://")):
+            continue
+        import salt.utils.sdb  # noqa: PLC0415 - only ever called inside Salt
+
+        try:
+            resolved = salt.utils.sdb.sdb_get(value, opts, strict=True)
+        except Exception as exc:  # noqa: BLE001 - sdb drivers raise anything
+            raise ConfigError(f"{owner}: option '{key}': cannot read its sdb URI: "
+                              f"{type(exc).__name__}") from None
+        if resolved is None or resolved == value:
+            raise ConfigError(f"{owner}: option '{key}': its sdb URI gave no value")
+        out[key] = str(resolved)
+    return out
+
+
 def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt_funcs,
                          defaults: dict) -> tuple[dict, dict]:
     """Options for a one-sink returner: (sink options, python options). Unknown keys in the
@@ -236,6 +260,7 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
         virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs, __opts__=opts))
     found = coerce_options(sink_type, found)
     found.pop("allow_return_kwargs", None)
+    found = resolve_secrets(virtualname, sink_type, found, opts)
     py_opts = {k: spec[1] for k, spec in PYTHON_OPTIONS.items()}
     sink_opts = {}
     for key, value in found.items():
