@@ -342,6 +342,9 @@ class PgServer:
     def count(self, db, table):
         return self.query(f"SELECT count(*) FROM {table}", db=db)[0][0]
 
+    def has_jid(self, db, jid):
+        return self.query("SELECT count(*) FROM jids WHERE jid = %s", (jid,), db=db)[0][0] > 0
+
     def conn_counter(self, db):
         """Sessions ever established to database `db` (pg_stat_database.sessions)."""
         time.sleep(0.2)  # a backend reports its session to the statistics within moments
@@ -479,6 +482,9 @@ class MyServer:
 
     def count(self, db, table):
         return self.query(f"SELECT COUNT(*) FROM `{db}`.`{table}`")[0][0]
+
+    def has_jid(self, db, jid):
+        return self.query(f"SELECT COUNT(*) FROM `{db}`.`jids` WHERE jid = %s", (jid,))[0][0] > 0
 
     def conn_counter(self, db):  # noqa: ARG002 - the server has one counter for all
         return int(self.query("SHOW GLOBAL STATUS LIKE 'Connections'")[0][1])
@@ -762,6 +768,7 @@ def time_save_load(case, rets, ctx):
         jid = jidgen()
         fn(jid, publish_load(jid), minions=list(MINIONS))
     lat = []
+    visible = 0
     for _ in range(ctx["save_load_calls"]):
         jid = jidgen()
         load = publish_load(jid)
@@ -769,9 +776,11 @@ def time_save_load(case, rets, ctx):
         t0 = time.perf_counter()
         fn(jid, load, minions=minions)
         lat.append(time.perf_counter() - t0)
+        # untimed: Salt's CLI reads the load right after publishing, so it must be there now
+        visible += case.server.has_jid(case.db, jid)
     return {"calls": len(lat), "seconds": sum(lat), "rate": len(lat) / sum(lat),
             "latencies": lat, "median": statistics.median(lat), "p95": percentile(lat, 0.95),
-            "submitted": len(lat) + 3}
+            "visible_on_return": visible, "submitted": len(lat) + 3}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -790,7 +799,8 @@ def describe(section, res):
         what = f"{res['calls']} calls, {res['seconds']:.2f}s"
     else:
         what = (f"{res['calls']} calls, median {fmt_ms(res['median'])}, "
-                f"p95 {fmt_ms(res['p95'])}")
+                f"p95 {fmt_ms(res['p95'])}, in the database on return: "
+                f"{res['visible_on_return']}/{res['calls']}")
     rows = f"rows {res['rows']}/{res['submitted']}" + ("" if res["rows_ok"] else " MISMATCH")
     conns = ("" if res.get("conn_opened") is None else
              f", connections +{res['conn_opened']} (open after: {res['conn_open_after']})")
@@ -843,7 +853,7 @@ def run_section(cases, rets, section, rounds, ctx):
         if section == "save_load" and ok:
             lat = [x for r in ok for x in r["latencies"]]
             row.update(median=statistics.median(lat), p95=percentile(lat, 0.95),
-                       calls=len(lat))
+                       calls=len(lat), visible_on_return=sum(r["visible_on_return"] for r in ok))
         rows.append(row)
     return rows
 
@@ -1336,13 +1346,14 @@ def print_summary(results):
             print(row_line(r))
     if "save_load" in results:
         print(f"{'save_load() latency':48s} {'median':>12s} {'p95':>10s} {'rows':>6s} "
-              f"{'conns':>6s}")
+              f"{'conns':>6s} {'on return':>10s}")
         for r in results["save_load"]:
             if r.get("unavailable") or r.get("median") is None:
                 print(row_line(r))
                 continue
             print(f"  {r['name']:46s} {fmt_ms(r['median']):>12s} {fmt_ms(r['p95']):>10s} "
-                  f"{'ok' if r['rows_ok'] else 'BAD':>6s} {r['conn_opened']:>6d}")
+                  f"{'ok' if r['rows_ok'] else 'BAD':>6s} {r['conn_opened']:>6d} "
+                  f"{str(r['visible_on_return']) + '/' + str(r['calls']):>10s}")
     if results.get("connections"):
         print(f"{'connections opened (server counters)':48s} {'at load':>8s} {'events':>7s} "
               f"{'returner':>9s} {'save_load':>10s} {'total':>6s} {'max open':>9s}")
