@@ -178,6 +178,7 @@ def start_postgres(args, base):
         return pg_from_dsn(FALLBACK_PG_DSN, "machine service (fallback, no fixture module)")
     directory = os.path.join(base, "postgres-server")
     info = fixture_start(mod, directory)
+    tls = bool(info.get("ca")) and not args.no_tls
     # The fixture's info dict -> the facts this script uses (adapt here if the fields change).
     return {
         "kind": "postgres", "origin": "throwaway (tests/fixtures/postgres_server.py)",
@@ -185,7 +186,7 @@ def start_postgres(args, base):
         "user": info["user"], "password": info.get("password", ""),
         "admin_user": info["superuser"],
         "admin_password": info.get("superuser_password", info.get("password", "")),
-        "ca": info.get("ca"), "tls": bool(info.get("ca")) and not args.no_tls,
+        "ca": info.get("ca"), "tls": tls, "sslmode": "verify-full" if tls else "disable",
         "stop": lambda: mod.stop(directory),
     }
 
@@ -194,14 +195,14 @@ def pg_from_dsn(dsn, origin):
     from psycopg2.extensions import parse_dsn  # noqa: PLC0415
 
     p = parse_dsn(dsn)
-    sslmode = p.get("sslmode", "")
+    sslmode = p.get("sslmode", "disable")  # every client the same way, not libpq's "prefer"
     return {
         "kind": "postgres", "origin": origin, "throwaway": False,
         "host": p.get("host", "127.0.0.1"), "port": int(p.get("port", 5432)),
         "user": p.get("user", "postgres"), "password": p.get("password", ""),
         "admin_user": p.get("user", "postgres"), "admin_password": p.get("password", ""),
         "ca": p.get("sslrootcert"), "tls": sslmode in ("require", "verify-ca", "verify-full"),
-        "stop": None,
+        "sslmode": sslmode, "stop": None,
     }
 
 
@@ -246,6 +247,7 @@ class PgServer:
     """Admin side of a PostgreSQL server: databases, truncation, row counts, counters."""
 
     kind = "postgres"
+    global_counter = False  # connections are counted per database
 
     def __init__(self, srv):
         import psycopg2  # noqa: PLC0415
@@ -263,7 +265,7 @@ class PgServer:
               "user": s["admin_user"] if admin else s["user"],
               "password": s["admin_password"] if admin else s["password"],
               "connect_timeout": 10}
-        kw["sslmode"] = "verify-full" if s["tls"] else "disable"
+        kw["sslmode"] = s["sslmode"]
         if s["tls"] and s["ca"]:
             kw["sslrootcert"] = s["ca"]
         conn = self.psycopg2.connect(**kw)
@@ -373,6 +375,7 @@ class MyServer:
     """Admin side of a MariaDB/MySQL server."""
 
     kind = "mysql"
+    global_counter = True  # one 'Connections' counter for the whole server
 
     def __init__(self, srv):
         import MySQLdb  # noqa: PLC0415
@@ -623,7 +626,7 @@ def run_case(case, rets, section, ctx):
     mark = ERRORS.mark()
     try:
         server.truncate(case.db)
-        c0 = server.conn_counter(case.db)
+        c0 = None if case.reference else server.conn_counter(case.db)
         if section == "events":
             res = (time_reference(case, ctx) if case.reference
                    else time_events(case, rets, ctx))
@@ -634,7 +637,7 @@ def run_case(case, rets, section, ctx):
         else:
             res = time_save_load(case, rets, ctx)
             table = "jids"
-        c1 = server.conn_counter(case.db)
+        c1 = None if case.reference else server.conn_counter(case.db)
         res["rows"] = server.count(case.db, table)
         res["table"] = table
         res["conn_opened"] = None if case.reference else c1 - c0
@@ -867,7 +870,7 @@ def fastret_block(kind, srv, db, known_options):
     kept (when it knows the sink type at all)."""
     if kind == "postgres":
         block = {"host": srv["host"], "port": srv["port"], "db": db, "user": srv["user"],
-                 "pass": srv["password"], "sslmode": "verify-full" if srv["tls"] else "disable"}
+                 "pass": srv["password"], "sslmode": srv["sslmode"]}
         if srv["tls"] and srv["ca"]:
             block["sslrootcert"] = srv["ca"]
     else:
@@ -947,13 +950,12 @@ def setup(args, base, results):
               f"{'DURABLE' if dur['durable'] else 'NOT DURABLE (results overstate the server)'}"
               f"{' (set by the benchmark)' if dur.get('changed_by_benchmark') else ''}",
               flush=True)
-        if srv["tls"] and kind == "postgres":
+        if kind == "postgres":
             # Salt's postgres returner has no TLS options: libpq takes them from the
             # environment (pgjsonb gets them as options too).
-            os.environ["PGSSLMODE"] = "verify-full"
-            os.environ["PGSSLROOTCERT"] = srv["ca"]
-        elif kind == "postgres":
-            os.environ["PGSSLMODE"] = "disable"
+            os.environ["PGSSLMODE"] = srv["sslmode"]
+            if srv["tls"] and srv["ca"]:
+                os.environ["PGSSLROOTCERT"] = srv["ca"]
 
     # databases, stock schemas, returner options
     import saltext.mysql.returners.mysql as stock_mysql  # noqa: PLC0415
@@ -977,11 +979,9 @@ def setup(args, base, results):
             conf.update({"returner.pgjsonb.host": srv["host"], "returner.pgjsonb.port": srv["port"],
                          "returner.pgjsonb.user": srv["user"],
                          "returner.pgjsonb.pass": srv["password"], "returner.pgjsonb.db": db})
-            if srv["tls"]:
-                conf["returner.pgjsonb.sslmode"] = "verify-full"
+            conf["returner.pgjsonb.sslmode"] = srv["sslmode"]
+            if srv["tls"] and srv["ca"]:
                 conf["returner.pgjsonb.sslrootcert"] = srv["ca"]
-            else:
-                conf["returner.pgjsonb.sslmode"] = "disable"
         elif module == "postgres":
             conf.update({"returner.postgres.host": srv["host"],
                          "returner.postgres.port": srv["port"],
@@ -1040,7 +1040,13 @@ def setup(args, base, results):
                     reference=refs.get(name) if not unavailable else None,
                     unavailable=unavailable)
         case.kind = kind
-        case.at_load = (at_load.get(kind, {}).get(db, 0) if module else None)
+        case.at_load = None
+        if module:
+            case.at_load = at_load.get(kind, {}).get(db, 0)
+            if server is not None and server.global_counter and not fr:
+                # A server-wide counter: what opened during loading is fastret's (the stock
+                # modules' __virtual__ only imports a client library).
+                case.at_load = 0
         cases.append(case)
     return servers, cases, rets, refs
 

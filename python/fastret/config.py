@@ -36,7 +36,104 @@ PYTHON_OPTIONS = {
                   "{\"__fastret_truncated__\": \"depth\"} marker"),
     "bytes_encoding": (str, "text", "bytes in return data: 'text' (UTF-8, invalid sequences "
                        "replaced) or 'base64'"),
+    "redact": (dict, True, "redaction of secrets before any sink or the spool sees a record: "
+               "true (the built-in rules), false (none), or a mapping, see Redaction below"),
 }
+
+class Secret(str):
+    """A secret value: the text itself for code that uses it, masked in repr() and str() so
+    that it cannot end up in a log line or a traceback by accident."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "'********'"
+
+    __str__ = __repr__
+
+
+REDACT_KEYS = {"defaults", "rules", "hmac_key_file", "hmac_key_env"}
+REDACT_RULE_KEYS = {"name", "keys", "paths", "pattern", "mode"}
+REDACT_MODES = ("mask", "drop", "hash")
+
+
+def _read_private_file(owner: str, key: str, path) -> str:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{owner}: '{key}' must be a file path")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"{owner}: '{key}': cannot read '{path}': {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        raise ConfigError(f"{owner}: '{key}': '{path}' may be read by group or others (mode "
+                          f"{st.st_mode & 0o7777:04o}); a key file must be private (chmod 600)")
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().rstrip("\r\n")
+
+
+def parse_redact(owner: str, value):
+    """A `redact` option (true / false / mapping) as the native layer takes it:
+    {"defaults": bool, "hmac_key": str, "rules": [{name, kind, patterns, mode}]}, or None for
+    no redaction at all."""
+    owner = f"{owner}: redact"
+    if value is True or value is None:
+        value = {}
+    if value is False:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{owner}: must be true, false or a mapping, got {value!r}")
+    unknown = set(value) - REDACT_KEYS
+    if unknown:
+        raise ConfigError(f"{owner}: unknown key '{sorted(unknown)[0]}'; allowed keys: "
+                          f"{', '.join(sorted(REDACT_KEYS))}")
+    defaults = value.get("defaults", True)
+    if not isinstance(defaults, bool):
+        raise ConfigError(f"{owner}: 'defaults' must be true or false")
+    hmac_key = ""
+    if "hmac_key_file" in value and "hmac_key_env" in value:
+        raise ConfigError(f"{owner}: set only one of 'hmac_key_file' and 'hmac_key_env'")
+    if "hmac_key_file" in value:
+        hmac_key = _read_private_file(owner, "hmac_key_file", value["hmac_key_file"])
+    elif "hmac_key_env" in value:
+        name = value["hmac_key_env"]
+        if not isinstance(name, str) or name not in os.environ:
+            raise ConfigError(f"{owner}: 'hmac_key_env': environment variable {name!r} is not set")
+        hmac_key = os.environ[name]
+    rules = []
+    raw_rules = value.get("rules", [])
+    if not isinstance(raw_rules, list):
+        raise ConfigError(f"{owner}: 'rules' must be a list of mappings")
+    for i, rule in enumerate(raw_rules):
+        rowner = f"{owner} rule {i + 1}"
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{rowner}: must be a mapping")
+        unknown = set(rule) - REDACT_RULE_KEYS
+        if unknown:
+            raise ConfigError(f"{rowner}: unknown key '{sorted(unknown)[0]}'; allowed keys: "
+                              f"{', '.join(sorted(REDACT_RULE_KEYS))}")
+        kinds = [k for k in ("keys", "paths", "pattern") if k in rule]
+        if len(kinds) != 1:
+            raise ConfigError(f"{rowner}: give exactly one of 'keys', 'paths', 'pattern'")
+        kind = kinds[0]
+        patterns = rule[kind]
+        patterns = list(_str_tuple(rowner, kind, patterns))
+        if not patterns:
+            raise ConfigError(f"{rowner}: '{kind}' is empty")
+        mode = rule.get("mode", "mask")
+        if mode not in REDACT_MODES:
+            raise ConfigError(f"{rowner}: 'mode' is {mode!r}; allowed: {', '.join(REDACT_MODES)}")
+        name = rule.get("name") or f"rule{i + 1}"
+        if not isinstance(name, str):
+            raise ConfigError(f"{rowner}: 'name' must be a string")
+        rules.append({"name": name, "kind": {"keys": "key", "paths": "path",
+                                             "pattern": "value"}[kind],
+                      "patterns": patterns, "mode": mode})
+    spec = {"defaults": defaults, "hmac_key": Secret(hmac_key), "rules": rules}
+    try:
+        native().redactor(spec)  # compiles the patterns: a bad one is refused here, by name
+    except native().ConfigError as exc:
+        raise ConfigError(f"{owner}: {exc}") from None
+    return spec
 
 TOP_LEVEL_KEYS = {"sinks", "routes", "spool_dir", "allow_return_kwargs"} | set(PYTHON_OPTIONS)
 ROUTE_KEYS = {"sinks", "kinds", "fun", "tag", "success"}
@@ -44,6 +141,8 @@ ROUTE_KEYS = {"sinks", "kinds", "fun", "tag", "success"}
 
 def check_python_option(owner: str, key: str, value):
     """Validate one Python-level option; returns the value converted to its type."""
+    if key == "redact":
+        return parse_redact(owner, value)
     typ, _default, _doc = PYTHON_OPTIONS[key]
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -105,6 +204,7 @@ class PipelineConfig:
     deliver_timeout: float = 2.0
     max_depth: int = 100
     bytes_encoding: str = "text"
+    redact: dict | None = field(default_factory=lambda: parse_redact("fastret", True))
 
 
 

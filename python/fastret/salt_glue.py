@@ -154,7 +154,7 @@ def _opts_config_option(opts: dict):
 # configuration's `allow_return_kwargs` list names the key.
 PROTECTED_KWARGS = {"host", "port", "user", "pass", "password", "db", "database", "dsn",
                     "unix_socket", "path", "spool", "spool_dir", "sinks", "routes",
-                    "allow_return_kwargs", "url", "create_schema"}
+                    "allow_return_kwargs", "url", "create_schema", "redact"}
 PROTECTED_PREFIXES = ("ssl", "tls", "verify", "ca_", "cert", "client_cert", "pin")
 PROTECTED_SUFFIXES = ("_file", "_env", "_path", "_dir", "_key", "_cert", "_ca")
 
@@ -261,7 +261,7 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
     found = coerce_options(sink_type, found)
     found.pop("allow_return_kwargs", None)
     found = resolve_secrets(virtualname, sink_type, found, opts)
-    py_opts = {k: spec[1] for k, spec in PYTHON_OPTIONS.items()}
+    py_opts = {k: spec[1] for k, spec in PYTHON_OPTIONS.items() if k != "redact"}
     sink_opts = {}
     for key, value in found.items():
         if key in PYTHON_OPTIONS:

@@ -18,6 +18,7 @@ namespace py = pybind11;
 namespace fastret::py_bind {
 
 void register_store(py::module_& m);
+void register_redact(py::module_& m);
 
 namespace {
 
@@ -170,6 +171,7 @@ PYBIND11_MODULE(_native, m) {
 
     py_bind::register_encode(m);
     py_bind::register_store(m);
+    py_bind::register_redact(m);
 
     m.def(
         "add_sink",
