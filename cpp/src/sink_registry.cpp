@@ -5,6 +5,7 @@
 #include "fastret/job_store.hpp"
 #include "fastret/sink.hpp"
 #include "sinks/file_sink.hpp"
+#include "sinks/mysql_sink.hpp"
 #include "sinks/sqlite_sink.hpp"
 
 namespace fastret {
@@ -26,6 +27,8 @@ const std::vector<sink_type_info>& sink_types() {
          &make_file_sink},
         {"sqlite", "embedded job cache and event store (SQLite, WAL mode)", &sqlite_sink_options(),
          &make_sqlite_sink, &open_sqlite_store, &sqlite_schema},
+        {"mysql", "MariaDB job cache and event store (saltext-mysql schema)", &mysql_sink_options(),
+         &make_mysql_sink, &open_mysql_store, &mysql_schema},
     };
     return types;
 }
