@@ -1363,14 +1363,20 @@ TEST_CASE("mysql sink options and delegation", "[mysql]") {
     auto store = open_job_store("mysql", opts);
     CHECK(store->count("salt_returns") == 1);
 
-    SECTION("unix socket, no TLS") {
+    SECTION("unix socket, with verified TLS (the name checked is localhost) and without") {
         raw["unix_socket"] = info("socket");
-        raw["ssl_mode"] = std::string("disabled");
+        raw["host"] = std::string("unused.invalid");
         auto s2 = make_sink("db", "mysql", raw, &opts);
-        CHECK(s2->write(std::vector<record>{ret("j2", "m1", "f", T0, "true")}).status ==
-              write_status::ok);
-        CHECK(store->count("salt_returns") == 2);
+        auto res = s2->write(std::vector<record>{ret("j2", "m1", "f", T0, "true")});
+        INFO(res.error);
+        CHECK(res.status == write_status::ok);
         s2->close();
+        raw["ssl_mode"] = std::string("disabled");
+        auto s3 = make_sink("db", "mysql", raw, &opts);
+        CHECK(s3->write(std::vector<record>{ret("j3", "m1", "f", T0, "true")}).status ==
+              write_status::ok);
+        CHECK(store->count("salt_returns") == 3);
+        s3->close();
     }
     SECTION("apply_mysql_schema creates tables and roles") {
         test_db other;
