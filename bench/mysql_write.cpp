@@ -123,11 +123,20 @@ int infile_error(void*, char* msg, unsigned int len) {
 void append_field(std::string& out, std::string_view s) {
     for (char c : s) {
         switch (c) {
-            case '\t': out += "\\t"; break;
-            case '\n': out += "\\n"; break;
-            case '\\': out += "\\\\"; break;
-            case '\0': out += "\\0"; break;
-            default: out += c;
+            case '\t':
+                out += "\\t";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\0':
+                out += "\\0";
+                break;
+            default:
+                out += c;
         }
     }
 }
@@ -170,8 +179,10 @@ std::vector<std::vector<record>> make_batches(int batches, int size) {
             r.minion = "master1";
             r.ts_us = ts++;
             r.payload =
-                R"({"cmd":"_return","id":")" + minion + R"(","success":true,"return":{"pkg_|-nginx_|-nginx_|-installed":{"result":true,"comment":"All specified packages are already installed","name":"nginx","changes":{},"start_time":"08:00:00.111111","duration":12.345,"__sls__":"web.nginx","__run_num__":0,"__id__":"nginx"}},"retcode":0,"jid":")" +
-                jid + R"(","fun":"state.apply","fun_args":[],"out":"highstate","_stamp":"2027-01-15T08:00:00.123456"})";
+                R"({"cmd":"_return","id":")" + minion +
+                R"(","success":true,"return":{"pkg_|-nginx_|-nginx_|-installed":{"result":true,"comment":"All specified packages are already installed","name":"nginx","changes":{},"start_time":"08:00:00.111111","duration":12.345,"__sls__":"web.nginx","__run_num__":0,"__id__":"nginx"}},"retcode":0,"jid":")" +
+                jid +
+                R"(","fun":"state.apply","fun_args":[],"out":"highstate","_stamp":"2027-01-15T08:00:00.123456"})";
             r.id = compute_record_id(r);
             out[b].push_back(std::move(r));
         }
@@ -214,8 +225,9 @@ int main(int argc, char** argv) {
     cfg.ssl_ca = info.at("ca");
     mysql_store store(cfg);
     conn ld(info, db);
-    ld.exec("CREATE TABLE IF NOT EXISTS salt_events_ld LIKE salt_events; "
-            "CREATE TABLE IF NOT EXISTS salt_events_up LIKE salt_events");
+    ld.exec(
+        "CREATE TABLE IF NOT EXISTS salt_events_ld LIKE salt_events; "
+        "CREATE TABLE IF NOT EXISTS salt_events_up LIKE salt_events");
     std::vector<std::string> files;
     for (const auto& b : data) files.push_back(tsv(b));
 
@@ -235,39 +247,44 @@ int main(int argc, char** argv) {
         for (const auto& b : data) {
             // Includes formatting the rows, as fastret's time includes building its SQL.
             std::string file = tsv(b);
-            mysql_set_local_infile_handler(ld.m, infile_init, infile_read, infile_end,
-                                           infile_error, &file);
-            ld.exec("START TRANSACTION; LOAD DATA LOCAL INFILE 'batch' INTO TABLE salt_events_ld "
-                    "CHARACTER SET utf8mb4 (tag, data, alter_time, master_id, record_id); COMMIT");
+            mysql_set_local_infile_handler(ld.m, infile_init, infile_read, infile_end, infile_error,
+                                           &file);
+            ld.exec(
+                "START TRANSACTION; LOAD DATA LOCAL INFILE 'batch' INTO TABLE salt_events_ld "
+                "CHARACTER SET utf8mb4 (tag, data, alter_time, master_id, record_id); COMMIT");
         }
         r_load.push_back(total / std::chrono::duration<double>(clock_type::now() - t0).count());
 
         t0 = clock_type::now();
         for (const auto& b : data) {
             std::string file = tsv(b);
-            mysql_set_local_infile_handler(ld.m, infile_init, infile_read, infile_end,
-                                           infile_error, &file);
-            ld.exec("CREATE TEMPORARY TABLE IF NOT EXISTS ev_stage (tag VARCHAR(255), data "
-                    "MEDIUMTEXT, alter_time TIMESTAMP(6) NULL, master_id VARCHAR(255), "
-                    "record_id CHAR(32)) CHARSET utf8mb4; TRUNCATE ev_stage; "
-                    "LOAD DATA LOCAL INFILE 'batch' INTO TABLE ev_stage CHARACTER SET utf8mb4 "
-                    "(tag, data, alter_time, master_id, record_id); START TRANSACTION; "
-                    "INSERT INTO salt_events_up (tag, data, alter_time, master_id, record_id) "
-                    "SELECT tag, data, alter_time, master_id, record_id FROM ev_stage "
-                    "ON DUPLICATE KEY UPDATE salt_events_up.id = salt_events_up.id; COMMIT");
+            mysql_set_local_infile_handler(ld.m, infile_init, infile_read, infile_end, infile_error,
+                                           &file);
+            ld.exec(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS ev_stage (tag VARCHAR(255), data "
+                "MEDIUMTEXT, alter_time TIMESTAMP(6) NULL, master_id VARCHAR(255), "
+                "record_id CHAR(32)) CHARSET utf8mb4; TRUNCATE ev_stage; "
+                "LOAD DATA LOCAL INFILE 'batch' INTO TABLE ev_stage CHARACTER SET utf8mb4 "
+                "(tag, data, alter_time, master_id, record_id); START TRANSACTION; "
+                "INSERT INTO salt_events_up (tag, data, alter_time, master_id, record_id) "
+                "SELECT tag, data, alter_time, master_id, record_id FROM ev_stage "
+                "ON DUPLICATE KEY UPDATE salt_events_up.id = salt_events_up.id; COMMIT");
         }
         r_upsert.push_back(total / std::chrono::duration<double>(clock_type::now() - t0).count());
-        std::printf("round %d: fastret %.0f rows/s, load_data %.0f rows/s, load_upsert %.0f rows/s\n",
-                    round + 1, r_fastret.back(), r_load.back(), r_upsert.back());
+        std::printf(
+            "round %d: fastret %.0f rows/s, load_data %.0f rows/s, load_upsert %.0f rows/s\n",
+            round + 1, r_fastret.back(), r_load.back(), r_upsert.back());
     }
     const double f = median(r_fastret), l = median(r_load), u = median(r_upsert);
-    std::printf("median: fastret %.0f rows/s, load_data %.0f rows/s (fastret = %.2fx), "
-                "load_upsert %.0f rows/s (fastret = %.2fx)\n",
-                f, l, f / l, u, f / u);
+    std::printf(
+        "median: fastret %.0f rows/s, load_data %.0f rows/s (fastret = %.2fx), "
+        "load_upsert %.0f rows/s (fastret = %.2fx)\n",
+        f, l, f / l, u, f / u);
     // A re-delivery of every batch: fastret's path leaves the table as it is.
     auto t0 = clock_type::now();
     for (const auto& b : data)
-        if (store.write(b).status != write_status::ok) throw std::runtime_error("re-delivery failed");
+        if (store.write(b).status != write_status::ok)
+            throw std::runtime_error("re-delivery failed");
     std::printf("re-delivery of all batches: %.0f rows/s, rows %llu (expected %.0f)\n",
                 total / std::chrono::duration<double>(clock_type::now() - t0).count(),
                 static_cast<unsigned long long>(store.count("salt_events")), total);

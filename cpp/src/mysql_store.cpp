@@ -1043,8 +1043,9 @@ struct mysql_store::impl {
                                                     static_cast<int>(r.kind));
             }
         }
-        // Job rows in key order: two writers locking the same jids lock them in the same
-        // order and cannot deadlock on them (stable: a jid's records keep their order).
+        // Job rows in key order, so that two writers upserting the same jids take their row
+        // locks in the same order (a deadlock that remains is a retry); stable: a jid's
+        // records keep their batch order (the first load wins, the last end time stays).
         auto by_jid = [](const record* a, const record* b) { return a->jid < b->jid; };
         std::stable_sort(loads.begin(), loads.end(), by_jid);
         std::stable_sort(minions.begin(), minions.end(), by_jid);
@@ -1081,7 +1082,8 @@ struct mysql_store::impl {
         if (!packet.empty()) packet += ';';
         packet += "COMMIT";
         conn.run(packet, "write");
-        if (packet.capacity() > 4 * limit) packet = std::string();
+        // Kept for the next batch, unless one unusually large batch grew it.
+        if (packet.capacity() > (std::size_t{8} << 20)) packet = std::string();
     }
 
     // The batch again, record by record, each under a savepoint: a record that fails with a
@@ -1217,7 +1219,10 @@ mysql_store::mysql_store(mysql_config config) : impl_(std::make_unique<impl>()) 
 
 mysql_store::~mysql_store() = default;
 
-std::uint64_t mysql_store::max_packet() const noexcept { return impl_->conn.max_packet(); }
+std::uint64_t mysql_store::max_packet() const noexcept {
+    std::lock_guard lock(impl_->mu);
+    return impl_->conn.max_packet();
+}
 
 write_result mysql_store::write(std::span<const record> batch) noexcept {
     try {
@@ -1313,7 +1318,10 @@ std::uint64_t mysql_store::clean_old_jobs(std::int64_t cutoff_us) {
     const std::string ret_cols =
         "`fun`, `jid`, `return`, `id`, `success`, `full_ret`, `alter_time`, `record_id`, "
         "`retcode`";
-    const std::string event_cols = "`id`, `tag`, `data`, `alter_time`, `master_id`, `record_id`";
+    // An archived event gets the archive's own id: ids copied from salt_events could meet
+    // rows archived before (a table truncated or recreated starts its ids again) and, being
+    // the key, would make the archive keep the old row instead of this one.
+    const std::string event_cols = "`tag`, `data`, `alter_time`, `master_id`, `record_id`";
     return impl_->with_retry([&] {
         std::uint64_t deleted = 0;
         try {

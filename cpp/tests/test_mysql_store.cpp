@@ -540,6 +540,14 @@ TEST_CASE("mysql_store upgrades a stock saltext-mysql database in place", "[mysq
         KEY `tag` (`tag`)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8;
     )");
+    // The stock returner's archive tables, as its clean_old_jobs makes them; the archived event
+    // has id 1, as the first live event will (archiving must not lose either).
+    raw->exec(
+        "create table if not exists jids_archive like jids; "
+        "create table if not exists salt_returns_archive like salt_returns; "
+        "create table if not exists salt_events_archive like salt_events; "
+        "INSERT INTO salt_events_archive (tag, data, master_id) VALUES ('salt/ancient', "
+        "'{}', 'master0')");
     // Rows as the stock returner writes them.
     const std::string old_jid = "20250101000000000001";
     const std::string old_find = "20250101000000000002";
@@ -606,8 +614,15 @@ TEST_CASE("mysql_store upgrades a stock saltext-mysql database in place", "[mysq
     CHECK(raw->scalar(shape) == before);
     auto c = config_for(db);
     c.create_schema = false;
+    c.archive = true;
     mysql_store again(c);
     CHECK(again.count("salt_returns") == 3);
+    // Archiving into the upgraded stock archive tables: everything before 2030 goes.
+    CHECK(again.clean_old_jobs(1'900'000'000'000'000) == 8);  // 3 jobs, 3 returns, 2 events
+    CHECK(raw->scalar("SELECT COUNT(*) FROM salt_events_archive") == "3");
+    CHECK(raw->scalar("SELECT COUNT(*) FROM jids_archive WHERE has_load = 1") == "3");
+    CHECK(raw->scalar("SELECT `return` FROM salt_returns_archive WHERE id = 'web2'") ==
+          R"({"pkg": "installed ✓ 😀"})");
 }
 
 TEST_CASE("mysql_store schema creation by concurrent openers", "[mysql]") {
