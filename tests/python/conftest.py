@@ -403,17 +403,27 @@ class DbServers:
             self.info[kind] = module.start(str(self.root / kind))
         return self.info[kind]
 
-    def backend(self, kind: str, dbname: str) -> DbBackend:
+    def backend(self, kind: str, name: str) -> DbBackend:
+        """A fresh database (named ft_<name>) on the session's server of `kind`."""
+        dbname = f"ft_{name}"
         if kind == "sqlite":
             return DbBackend("sqlite", "fastret_sqlite", {"path": str(self.root / f"{dbname}.db")})
         info = self.server(kind)
-        module = __import__(f"{kind}_server")
-        module.create_database(info, dbname)
+        create_database(kind, str(self.root / kind), info, dbname)
         return DbBackend(kind, f"fastret_{kind}", store_options(kind, info, dbname))
 
     def stop_all(self):
         for kind in self.info:
             __import__(f"{kind}_server").stop(str(self.root / kind))
+
+
+def create_database(kind: str, directory: str, info: dict, dbname: str) -> None:
+    """An empty database the fixture's unprivileged test user may use (and create tables in)."""
+    module = __import__(f"{kind}_server")
+    if kind == "mysql":
+        module.query(directory, f"CREATE DATABASE `{dbname}`")  # the user owns every ft_* db
+    else:
+        module.run_sql(directory, f'CREATE DATABASE "{dbname}" OWNER "{info["user"]}"')
 
 
 def store_options(kind: str, info: dict, dbname: str) -> dict:

@@ -62,6 +62,8 @@ struct sink_type_info {
     // validated options (see fastret/job_store.hpp), and gives the schema's DDL.
     std::unique_ptr<job_store> (*open_store)(const options& opts) = nullptr;
     std::string (*schema)(const std::string& writer_role, const std::string& reader_role) = nullptr;
+    void (*apply_schema)(const options& opts, const std::string& writer_role,
+                         const std::string& reader_role) = nullptr;
 };
 
 const std::vector<sink_type_info>& sink_types();
