@@ -5,6 +5,7 @@
 #include "fastret/job_store.hpp"
 #include "fastret/sink.hpp"
 #include "sinks/file_sink.hpp"
+#include "sinks/postgres_sink.hpp"
 #include "sinks/sqlite_sink.hpp"
 
 namespace fastret {
@@ -26,6 +27,8 @@ const std::vector<sink_type_info>& sink_types() {
          &make_file_sink},
         {"sqlite", "embedded job cache and event store (SQLite, WAL mode)", &sqlite_sink_options(),
          &make_sqlite_sink, &open_sqlite_store, &sqlite_schema},
+        {"postgres", "job cache and event store in PostgreSQL (pgjsonb-compatible tables, TLS)",
+         &postgres_sink_options(), &make_postgres_sink, &open_postgres_store, &postgres_schema},
     };
     return types;
 }
