@@ -3,12 +3,19 @@
 //
 //   python3 tests/fixtures/postgres_server.py start /tmp/pgbench [--durable]
 //   g++ -O2 -std=c++20 bench/pg_write_paths.cpp -o /tmp/pg_write_paths $(pkg-config --cflags --libs libpq)
+//
+// With -DFASTRET_BENCH_STORE -Icpp/include -L<build>/cpp -lfastret -Wl,-rpath,<build>/cpp it
+// also measures pg_store::write itself (records in, committed rows out) on the real schema.
 //   /tmp/pg_write_paths /tmp/pgbench/info.json [batches] [batch_size] [payload_bytes] [rounds]
 //
 // Every variant writes the same rows in batches, one transaction per batch, into a fresh copy
 // of the schema's table (same columns, same indexes), starting from an empty table. Rows/s is
 // batches * batch_size / wall time, client encoding included.
 #include <libpq-fe.h>
+
+#ifdef FASTRET_BENCH_STORE
+#include "fastret/pg_store.hpp"
+#endif
 
 #include <arpa/inet.h>
 
@@ -518,6 +525,55 @@ writer ret_unnest() {
     };
 }
 
+#ifdef FASTRET_BENCH_STORE
+// The shipped path: pg_store::write of event records (salt_events, its real indexes).
+writer store_events(std::unique_ptr<fastret::pg_store>& store) {
+    return [&store](PGconn*, const std::vector<row>& rows) {
+        std::vector<fastret::record> batch(rows.size());
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            auto& r = batch[i];
+            r.kind = fastret::record_kind::event;
+            r.tag = rows[i].tag;
+            r.minion = rows[i].master;
+            r.ts_us = rows[i].ts_us;
+            r.payload = rows[i].data;
+            r.id = rows[i].record_id;
+        }
+        auto res = store->write(batch);
+        if (res.status != fastret::write_status::ok) {
+            std::fprintf(stderr, "pg_store: %s\n", res.error.c_str());
+            std::exit(1);
+        }
+    };
+}
+
+void store_events_copy(PGconn* c, const std::vector<row>& rows) {
+    exec(c, "BEGIN");
+    PGresult* r = PQexec(c,
+                         "COPY salt_events (tag, data, alter_time, master_id, record_id) FROM STDIN "
+                         "(FORMAT binary)");
+    if (PQresultStatus(r) != PGRES_COPY_IN) die(c, "copy");
+    PQclear(r);
+    std::string buf("PGCOPY\n\377\r\n\0", 11);
+    put32(buf, 0);
+    put32(buf, 0);
+    for (const auto& x : rows) {
+        put16(buf, 5);
+        bin_text(buf, x.tag);
+        bin_jsonb(buf, x.data);
+        bin_ts(buf, x.ts_us);
+        bin_text(buf, x.master);
+        bin_text(buf, x.record_id);
+    }
+    put16(buf, 0xffff);
+    if (PQputCopyData(c, buf.data(), static_cast<int>(buf.size())) != 1) die(c, "putcopy");
+    if (PQputCopyEnd(c, nullptr) != 1) die(c, "copyend");
+    check(c, PQgetResult(c), "copy result");
+    while ((r = PQgetResult(c))) PQclear(r);
+    exec(c, "COMMIT");
+}
+#endif
+
 std::string read_file(const char* path) {
     std::ifstream f(path);
     std::stringstream ss;
@@ -584,6 +640,19 @@ int main(int argc, char** argv) {
         {"returns: plain COPY binary (reference)", k_returns_ddl, ret_copy_plain_bin},
         {"returns: (b) unnest, binary arrays", k_returns_ddl, ret_unnest()},
     };
+#ifdef FASTRET_BENCH_STORE
+    fastret::pg_store_config cfg;
+    cfg.host = "127.0.0.1";
+    cfg.port = port;
+    cfg.dbname = db;
+    cfg.user = user;
+    cfg.password = pw;
+    cfg.sslrootcert = ca;
+    std::unique_ptr<fastret::pg_store> store = std::make_unique<fastret::pg_store>(cfg);
+    const char* truncate = "TRUNCATE salt_events";
+    vs.push_back({"salt_events: plain COPY binary (reference)", truncate, store_events_copy});
+    vs.push_back({"salt_events: pg_store::write (the shipped path)", truncate, store_events(store)});
+#endif
     // Rounds interleave the variants, so that load from elsewhere on the machine hits them
     // alike; the median of the rounds is reported.
     const int rounds = argc > 5 ? std::atoi(argv[5]) : 5;

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -450,6 +451,12 @@ const prepared k_save_endtime = {
     " ON CONFLICT (jid) DO UPDATE SET endtime = excluded.endtime",
     {k_text, k_jsonb, k_timestamptz}};
 
+// Most payload bytes one bulk statement carries (a larger batch takes several statements).
+constexpr std::size_t k_statement_bytes = 16u << 20;
+// A larger value could never be stored (1 GB is the limit of any one value; jsonb's own is
+// lower, and the server says so with a drop-class error).
+constexpr std::size_t k_max_value_bytes = (1u << 30) - 64;
+
 const prepared* const k_prepared[] = {&k_insert_returns, &k_insert_events, &k_save_load,
                                       &k_save_minions, &k_save_endtime};
 
@@ -635,9 +642,14 @@ public:
     ~connection() { close(); }
 
     PGconn* get() const noexcept { return conn_; }
-    bool usable() const noexcept { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+    bool usable() const noexcept {
+        return conn_ && owner_ == ::getpid() && PQstatus(conn_) == CONNECTION_OK;
+    }
     void close() noexcept {
-        if (conn_) PQfinish(conn_);
+        // A forked child shares the parent's socket (and TLS state): finishing the connection
+        // here would send the server a Terminate in the parent's session, or garble its TLS
+        // stream. The child forgets its copy instead (and opens its own when it needs one).
+        if (conn_ && owner_ == ::getpid()) PQfinish(conn_);
         conn_ = nullptr;
     }
 
@@ -680,6 +692,7 @@ public:
         PQsetNoticeProcessor(c, &ignore_notice, nullptr);
         if (PQsetnonblocking(c, 1) != 0) return failed(one_line(PQerrorMessage(c)));
         conn_ = c;
+        owner_ = ::getpid();
         return std::nullopt;
     }
 
@@ -697,6 +710,7 @@ public:
 
 private:
     PGconn* conn_ = nullptr;
+    pid_t owner_ = 0;
 };
 
 // One exchange: statements queued in a pipeline, one Sync, results read in order. Waits at
@@ -922,6 +936,13 @@ struct pg_store::impl {
         return out;
     }
 
+    void configure(pg_store_config config) {
+        cfg = std::move(config);
+        cfg.connect_timeout_ms = std::max(cfg.connect_timeout_ms, 1);
+        cfg.statement_timeout_ms = std::max(cfg.statement_timeout_ms, 1);
+        build_keywords();
+    }
+
     void build_keywords() {
         const std::map<std::string, std::string> defaults = {
             {"host", "localhost"}, {"port", "5432"}, {"dbname", "salt"},
@@ -1010,18 +1031,21 @@ struct pg_store::impl {
     }
 
     // Opens the connection and makes it ready for writes and reads: session settings, the
-    // schema (checked; created or upgraded when allowed), the prepared statements.
-    void open_session() {
+    // schema (checked; created or upgraded when allowed), the prepared statements. Without
+    // `use`, only the session settings (for running the schema's DDL).
+    void open_session(bool use = true) {
         if (auto err = conn.open(keywords, cfg.connect_timeout_ms))
             throw store_error(err->status, explain_connect_failure(err->message));
         try {
             std::string missing;
             {
                 round_trip rt(conn, idle_timeout());
-                rt.exec(("SET statement_timeout = " + std::to_string(cfg.statement_timeout_ms)).c_str());
-                rt.exec("SET client_min_messages = warning");
-                rt.exec(schema_probe_sql().c_str());
+                const auto timeout = "SET statement_timeout = " + std::to_string(cfg.statement_timeout_ms);
+                rt.exec(timeout.c_str());
+                rt.exec("SET client_min_messages = warning");  // no NOTICEs from IF NOT EXISTS
+                if (use) rt.exec(schema_probe_sql().c_str());
                 if (!rt.finish()) throw_error(*rt.error());
+                if (!use) return;
                 missing = cell(rt.result(2), 0, 0);
             }
             if (!missing.empty()) {
@@ -1084,63 +1108,82 @@ struct pg_store::impl {
 
     // ---- write path ----
 
-    // Queues the statements that store `batch`: per-jid statements in order, then returns and
-    // events in one bulk statement each (they touch other tables, so the order between the
-    // three groups does not matter).
+    // Queues the statements that store `batch`: the per-jid statements, then returns and events
+    // in bulk statements (they touch other tables, so the order between the three groups does
+    // not matter). The per-jid statements go in jid order (a jid's own records keep theirs):
+    // writers that share jids then lock the jids rows in the same order and cannot deadlock.
     static void queue_records(round_trip& rt, std::span<const record* const> batch) {
-        std::size_t returns = 0, events = 0, payload = 0;
-        for (const record* r : batch) {
-            if (r->kind == record_kind::job_return) ++returns;
-            if (r->kind == record_kind::event) ++events;
-            payload += r->payload.size();
-        }
-        for (const record* r : batch) {
-            const prepared* stmt = nullptr;
-            switch (r->kind) {
-                case record_kind::job_load: stmt = &k_save_load; break;
-                case record_kind::job_minions: stmt = &k_save_minions; break;
-                case record_kind::job_endtime: stmt = &k_save_endtime; break;
-                default: continue;
-            }
+        std::vector<const record*> jobs;
+        for (const record* r : batch)
+            if (r->kind == record_kind::job_load || r->kind == record_kind::job_minions ||
+                r->kind == record_kind::job_endtime)
+                jobs.push_back(r);
+        std::stable_sort(jobs.begin(), jobs.end(),
+                         [](const record* a, const record* b) { return a->jid < b->jid; });
+        for (const record* r : jobs) {
+            const prepared& stmt = r->kind == record_kind::job_load      ? k_save_load
+                                   : r->kind == record_kind::job_minions ? k_save_minions
+                                                                         : k_save_endtime;
             params p;
             p.text(r->jid).jsonb(r->payload).timestamptz(r->ts_us);
-            rt.exec_prepared(*stmt, p);
+            rt.exec_prepared(stmt, p);
         }
-        if (returns) {
-            binary_array fun(k_text), jid(k_text), id(k_text), success(k_text),
-                full_ret(k_jsonb, payload + 8 * returns), ts(k_timestamptz), rid(k_text),
-                retcode(k_int8);
-            for (const record* r : batch) {
-                if (r->kind != record_kind::job_return) continue;
-                fun.add_text(r->fun);
-                jid.add_text(r->jid);
-                id.add_text(r->minion);
-                success.add_text(r->success > 0 ? "true" : "false");
-                full_ret.add_jsonb(r->payload);
-                ts.add_timestamptz(r->ts_us);
-                rid.add_text(r->id.empty() ? compute_record_id(*r) : r->id);
-                retcode.add_int8(r->retcode);
+        // One bulk statement per kind, split where a statement would carry more than
+        // k_statement_bytes of payload (the server holds a statement's arrays in memory).
+        for (auto kind : {record_kind::job_return, record_kind::event}) {
+            std::size_t from = 0;
+            while (from < batch.size()) {
+                std::vector<const record*> chunk;
+                std::size_t bytes = 0;
+                for (; from < batch.size() && (chunk.empty() || bytes < k_statement_bytes); ++from) {
+                    if (batch[from]->kind != kind) continue;
+                    chunk.push_back(batch[from]);
+                    bytes += batch[from]->payload.size();
+                }
+                if (chunk.empty()) break;
+                if (kind == record_kind::job_return)
+                    queue_returns(rt, chunk, bytes);
+                else
+                    queue_events(rt, chunk, bytes);
             }
-            params p;
-            for (auto* a : {&fun, &jid, &id, &success, &full_ret, &ts, &rid, &retcode})
-                p.raw(a->finish());
-            rt.exec_prepared(k_insert_returns, p);
         }
-        if (events) {
-            binary_array tag(k_text), data(k_jsonb, payload + 8 * events), ts(k_timestamptz),
-                master(k_text), rid(k_text);
-            for (const record* r : batch) {
-                if (r->kind != record_kind::event) continue;
-                tag.add_text(r->tag);
-                data.add_jsonb(r->payload);
-                ts.add_timestamptz(r->ts_us);
-                master.add_text(r->minion);
-                rid.add_text(r->id.empty() ? compute_record_id(*r) : r->id);
-            }
-            params p;
-            for (auto* a : {&tag, &data, &ts, &master, &rid}) p.raw(a->finish());
-            rt.exec_prepared(k_insert_events, p);
+    }
+
+    static void queue_returns(round_trip& rt, const std::vector<const record*>& rows,
+                              std::size_t payload) {
+        binary_array fun(k_text), jid(k_text), id(k_text), success(k_text),
+            full_ret(k_jsonb, payload + 8 * rows.size()), ts(k_timestamptz), rid(k_text),
+            retcode(k_int8);
+        for (const record* r : rows) {
+            fun.add_text(r->fun);
+            jid.add_text(r->jid);
+            id.add_text(r->minion);
+            success.add_text(r->success > 0 ? "true" : "false");
+            full_ret.add_jsonb(r->payload);
+            ts.add_timestamptz(r->ts_us);
+            rid.add_text(r->id.empty() ? compute_record_id(*r) : r->id);
+            retcode.add_int8(r->retcode);
         }
+        params p;
+        for (auto* a : {&fun, &jid, &id, &success, &full_ret, &ts, &rid, &retcode})
+            p.raw(a->finish());
+        rt.exec_prepared(k_insert_returns, p);
+    }
+
+    static void queue_events(round_trip& rt, const std::vector<const record*>& rows,
+                             std::size_t payload) {
+        binary_array tag(k_text), data(k_jsonb, payload + 8 * rows.size()), ts(k_timestamptz),
+            master(k_text), rid(k_text);
+        for (const record* r : rows) {
+            tag.add_text(r->tag);
+            data.add_jsonb(r->payload);
+            ts.add_timestamptz(r->ts_us);
+            master.add_text(r->minion);
+            rid.add_text(r->id.empty() ? compute_record_id(*r) : r->id);
+        }
+        params p;
+        for (auto* a : {&tag, &data, &ts, &master, &rid}) p.raw(a->finish());
+        rt.exec_prepared(k_insert_events, p);
     }
 
     write_result failure(const pg_error& e) {
@@ -1222,13 +1265,18 @@ struct pg_store::impl {
         std::vector<const record*> good;
         good.reserve(batch.size());
         for (const auto& r : batch) {
-            if (is_kind_known(r.kind)) {
+            std::string why;
+            if (!is_kind_known(r.kind))
+                why = "unknown record kind " + std::to_string(static_cast<int>(r.kind));
+            else if (r.payload.size() > k_max_value_bytes)
+                why = "a payload of " + std::to_string(r.payload.size()) +
+                      " bytes is more than PostgreSQL can take in one value";
+            if (why.empty())
                 good.push_back(&r);
-            } else if (res.dropped++ == 0) {
-                res.error = message("unknown record kind " +
-                                    std::to_string(static_cast<int>(r.kind)));
-            }
+            else if (res.dropped++ == 0)
+                res.error = message(why);
         }
+        if (batch.empty()) return res;
         if (good.empty()) return {write_status::drop, res.error, 0};
         try {
             ensure_session();
@@ -1305,10 +1353,7 @@ std::string postgres_schema(const std::string& writer_role, const std::string& r
 }
 
 pg_store::pg_store(pg_store_config config) : impl_(std::make_unique<impl>()) {
-    impl_->cfg = std::move(config);
-    if (impl_->cfg.connect_timeout_ms <= 0) impl_->cfg.connect_timeout_ms = 1;
-    if (impl_->cfg.statement_timeout_ms <= 0) impl_->cfg.statement_timeout_ms = 1;
-    impl_->build_keywords();
+    impl_->configure(std::move(config));
     std::lock_guard lock(impl_->mu);
     impl_->open_session();
 }
@@ -1420,13 +1465,15 @@ std::uint64_t pg_store::count(const std::string& table) {
     return n ? std::stoull(*n) : 0;
 }
 
-void pg_store::apply_schema(const std::string& writer_role, const std::string& reader_role) {
+void pg_store::apply_schema(const pg_store_config& config, const std::string& writer_role,
+                            const std::string& reader_role) {
     auto statements = k_schema;
     auto roles = role_statements(writer_role, reader_role);
     statements.insert(statements.end(), roles.begin(), roles.end());
-    std::lock_guard lock(impl_->mu);
-    impl_->ensure_session();
-    impl_->run_ddl(statements, "");
+    impl self;
+    self.configure(config);
+    self.open_session(false);
+    self.run_ddl(statements, "");
 }
 
 }  // namespace fastret

@@ -462,9 +462,23 @@ TEST_CASE("postgres_schema gives the DDL with a writer and a reader role", "[pos
     } cleanup{writer, reader, db.name};
 
     {
+        // Applied by fastret (as an administrator, over TLS), then the printed text by psql's
+        // route: idempotent, roles included.
+        auto as_admin = db.config();
+        as_admin.user = server().superuser;
+        as_admin.password = server().superuser_password;
+        as_admin.create_schema = false;
+        pg_store::apply_schema(as_admin, writer, reader);
         auto a = db.db_admin();
         a.exec(ddl);
-        a.exec(ddl);  // idempotent, roles included
+        // A user without the privilege is refused, fatally, with the reason.
+        try {
+            pg_store::apply_schema(db.config(), writer, reader);
+            FAIL("a plain user applied the schema");
+        } catch (const store_error& e) {
+            CHECK(e.status == write_status::fatal);
+            CHECK_THAT(e.what(), Catch::Contains("permission denied"));
+        }
         const std::string pw = "pw-" + random_suffix();
         a.exec("ALTER ROLE \"" + writer + "\" PASSWORD '" + pw + "'");
         a.exec("ALTER ROLE \"" + reader + "\" PASSWORD '" + pw + "'");
@@ -1048,6 +1062,42 @@ TEST_CASE("pg_store stores a 5 MB return", "[postgres]") {
     auto a = db.db_admin();
     CHECK(a.scalar("SELECT length(\"return\" #>> '{}') FROM salt_returns WHERE id = 'm1'") ==
           std::to_string(big.size() - 13));
+}
+
+TEST_CASE("pg_store writes a batch larger than one statement carries in one transaction",
+          "[postgres]") {
+    test_db db;
+    pg_store store(db.config());
+    // 30 MB of returns and 30 MB of events: more than a bulk statement's 16 MB each.
+    const std::string six_mb = R"({"return":")" + std::string(6 << 20, 'x') + R"("})";
+    std::vector<record> batch;
+    for (int i = 0; i < 5; ++i) {
+        batch.push_back(ret("20261127081552" + std::to_string(100000 + i), "m" + std::to_string(i),
+                            "test.ping", k_t0 + i, six_mb));
+        batch.push_back(event("salt/big/" + std::to_string(i), six_mb, k_t0 + i));
+        batch.push_back(ret("20261127081552" + std::to_string(200000 + i), "s" + std::to_string(i),
+                            "test.ping", k_t0 + i, "true"));
+    }
+    write_ok(store, batch);
+    write_ok(store, batch);
+    CHECK(store.count("salt_returns") == 10);
+    CHECK(store.count("salt_events") == 5);
+    auto a = db.db_admin();
+    CHECK(a.scalar("SELECT count(*) FROM salt_returns WHERE length(\"return\" #>> '{}') = $1",
+                   {std::to_string(6 << 20)}) == "5");
+    // All or nothing: a failure in the last statement leaves nothing of the first ones.
+    std::vector<record> doomed = batch;
+    for (auto& r : doomed) {
+        r.ts_us += 1000;
+        r.id = compute_record_id(r) + "x";
+    }
+    auto cfg = db.config();
+    cfg.statement_timeout_ms = 300;
+    pg_store impatient(cfg);
+    a.exec("BEGIN; LOCK TABLE salt_events IN ACCESS EXCLUSIVE MODE");
+    CHECK(impatient.write(doomed).status == write_status::retry);
+    a.exec("ROLLBACK");
+    CHECK(store.count("salt_returns") == 10);
 }
 
 TEST_CASE("pg_store leaves out only the records that cannot be stored", "[postgres]") {

@@ -75,6 +75,11 @@ const std::vector<std::string>& postgres_schema_statements();
 // For `fastret schema postgres` (and psql).
 std::string postgres_schema(const std::string& writer_role, const std::string& reader_role);
 
+// The store's configuration from a postgres sink's validated options (see
+// sinks/postgres_sink.cpp for the table): an option left at its default does not override the
+// same parameter in `dsn`.
+pg_store_config postgres_store_config(const options& opts);
+
 class pg_store final : public job_store {
 public:
     // Connects (at most connect_timeout_ms) and checks the schema; when it is incomplete and
@@ -100,7 +105,9 @@ public:
     //    so that exactly the records at fault are left out: ok with `dropped` and the first
     //    error; a single record that cannot be stored: drop;
     //  - fatal: schema missing or changed, privileges, credentials, TLS.
-    // noexcept; blocking for at most the timeouts.
+    // Records of an unknown kind, or with a payload over 1 GB, are left out without being
+    // sent (counted in `dropped`). noexcept; blocking for at most the timeouts (name
+    // resolution of `host` excepted: libpq resolves it synchronously).
     write_result write(std::span<const record> batch) noexcept override;
 
     // Reads (see job_store.hpp). They reconnect once when the connection was lost, and throw
@@ -122,10 +129,13 @@ public:
                                                                 std::size_t limit) override;
     std::uint64_t count(const std::string& table) override;
 
-    // Runs postgres_schema(writer_role, reader_role) in one transaction under the schema's
-    // advisory lock (for `fastret schema postgres --apply`; needs a user allowed to create
-    // roles and tables). Throws config_error for bad role names, store_error otherwise.
-    void apply_schema(const std::string& writer_role, const std::string& reader_role);
+    // Connects as `config` says and runs postgres_schema(writer_role, reader_role) in one
+    // transaction under the schema's advisory lock, then disconnects (for `fastret schema
+    // postgres --apply`: needs a user allowed to create tables and roles, and works whatever
+    // state the schema is in). Throws config_error for bad role names, store_error otherwise
+    // (as the constructor; "permission denied" is fatal).
+    static void apply_schema(const pg_store_config& config, const std::string& writer_role,
+                             const std::string& reader_role);
 
 private:
     struct impl;

@@ -11,9 +11,6 @@
 
 namespace fastret {
 const std::vector<option_spec>& postgres_sink_options();
-// The store's configuration from validated options (an option left at its default does not
-// override the same parameter in `dsn`).
-pg_store_config postgres_store_config(const options& opts);
 std::unique_ptr<sink> make_postgres_sink(const std::string& name, const options& opts);
 std::unique_ptr<job_store> open_postgres_store(const options& opts);
 }  // namespace fastret
