@@ -457,8 +457,10 @@ constexpr std::size_t k_statement_bytes = 16u << 20;
 // lower, and the server says so with a drop-class error).
 constexpr std::size_t k_max_value_bytes = (1u << 30) - 64;
 
-const prepared* const k_prepared[] = {&k_insert_returns, &k_insert_events, &k_save_load,
-                                      &k_save_minions, &k_save_endtime};
+// In the order the schema's DDL and a batch take the tables' locks (jids, salt_returns,
+// salt_events): preparing takes them too, and a common order cannot deadlock.
+const prepared* const k_prepared[] = {&k_save_load, &k_save_minions, &k_save_endtime,
+                                      &k_insert_returns, &k_insert_events};
 
 // ---- reads -----------------------------------------------------------------------------------
 
@@ -1066,16 +1068,33 @@ struct pg_store::impl {
         }
     }
 
-    // Runs statements in one transaction under the schema lock.
-    void run_ddl(const std::vector<std::string>& statements, const std::string& missing) {
+    // Runs statements in one transaction under the schema lock. With `if_missing`, only when
+    // the schema is still incomplete once the lock is held: processes that open a new
+    // database together wait for the first one's DDL and then find nothing to do (running
+    // it again would lock the tables against their writes, and could deadlock with them).
+    void run_ddl(const std::vector<std::string>& statements, std::string missing,
+                 bool if_missing) {
+        if (if_missing) {
+            round_trip rt(conn, idle_timeout());
+            rt.exec("BEGIN");
+            rt.exec(k_schema_lock);
+            rt.exec(schema_probe_sql().c_str());
+            if (!rt.finish()) ddl_failed(*rt.error(), missing);
+            missing = cell(rt.result(2), 0, 0);
+        }
         round_trip rt(conn, idle_timeout());
-        rt.exec("BEGIN");
-        rt.exec(k_schema_lock);
-        for (const auto& s : statements) rt.exec(s.c_str());
+        if (!if_missing) {
+            rt.exec("BEGIN");
+            rt.exec(k_schema_lock);
+        }
+        if (!if_missing || !missing.empty())
+            for (const auto& s : statements) rt.exec(s.c_str());
         rt.exec("COMMIT");
-        if (rt.finish()) return;
-        pg_error e = *rt.error();
-        rollback();
+        if (!rt.finish()) ddl_failed(*rt.error(), missing);
+    }
+
+    [[noreturn]] void ddl_failed(const pg_error& e, const std::string& missing) {
+        if (!e.connection_lost) rollback();
         if (e.sqlstate == "42501")  // insufficient_privilege
             throw store_error(write_status::fatal,
                               message("schema missing: run `fastret schema postgres --apply` "
@@ -1084,7 +1103,7 @@ struct pg_store::impl {
         throw_error(e);
     }
 
-    void create_schema(const std::string& missing) { run_ddl(k_schema, missing); }
+    void create_schema(const std::string& missing) { run_ddl(k_schema, missing, true); }
 
     // Leaves no transaction open after a failure (a failed pipeline keeps an explicit
     // transaction in its aborted state until ROLLBACK).
@@ -1473,7 +1492,7 @@ void pg_store::apply_schema(const pg_store_config& config, const std::string& wr
     impl self;
     self.configure(config);
     self.open_session(false);
-    self.run_ddl(statements, "");
+    self.run_ddl(statements, "", false);
 }
 
 }  // namespace fastret

@@ -1391,24 +1391,38 @@ TEST_CASE("pg_store reports a missing schema it may not create as fatal", "[post
         CHECK(store.count("salt_returns") == 0);  // rolled back
     }
     SECTION("several processes opening a new database at once all succeed") {
-        test_db db;
-        std::atomic<int> failures{0};
-        std::vector<std::thread> threads;
-        for (int i = 0; i < 6; ++i)
-            threads.emplace_back([&, i] {
-                try {
-                    pg_store store(db.config());
-                    if (store.write(std::vector<record>{event("salt/" + std::to_string(i), "{}", i)})
-                            .status != write_status::ok)
+        for (int round = 0; round < 3; ++round) {
+            test_db db;
+            std::atomic<int> failures{0};
+            std::vector<std::string> errors(8);
+            std::vector<std::thread> threads;
+            for (int i = 0; i < 8; ++i)
+                threads.emplace_back([&, i] {
+                    try {
+                        pg_store store(db.config());
+                        const std::string jid = "2026112708155200000" + std::to_string(i % 3);
+                        auto res = store.write(std::vector<record>{
+                            load(jid, load_json("test.ping")), minions(jid, "[\"m\"]"),
+                            ret(jid, "m" + std::to_string(i), "test.ping", i, "true"),
+                            event("salt/" + std::to_string(i), "{}", i)});
+                        if (res.status != write_status::ok) {
+                            errors[i] = res.error;
+                            ++failures;
+                        }
+                    } catch (const std::exception& e) {
+                        errors[i] = e.what();
                         ++failures;
-                } catch (...) {
-                    ++failures;
-                }
-            });
-        for (auto& t : threads) t.join();
-        CHECK(failures == 0);
-        pg_store store(db.config());
-        CHECK(store.count("salt_events") == 6);
+                    }
+                });
+            for (auto& t : threads) t.join();
+            INFO(errors[0] << errors[1] << errors[2] << errors[3] << errors[4] << errors[5]
+                           << errors[6] << errors[7]);
+            CHECK(failures == 0);
+            pg_store store(db.config());
+            CHECK(store.count("salt_events") == 8);
+            CHECK(store.count("salt_returns") == 8);
+            CHECK(store.count("jids") == 3);
+        }
     }
 }
 
