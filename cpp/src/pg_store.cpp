@@ -1279,7 +1279,7 @@ struct pg_store::impl {
     }
 
     write_result write(std::span<const record> batch) {
-        // Records of a kind no table takes are left out up front.
+        // Records that no table can take are left out up front (counted, never sent).
         write_result res;
         std::vector<const record*> good;
         good.reserve(batch.size());
