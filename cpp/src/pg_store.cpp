@@ -999,6 +999,14 @@ struct pg_store::impl {
         if (!cfg.sslrootcert.empty()) keywords["sslrootcert"] = cfg.sslrootcert;
         if (!cfg.sslcert.empty()) keywords["sslcert"] = cfg.sslcert;
         if (!cfg.sslkey.empty()) keywords["sslkey"] = cfg.sslkey;
+        if (!cfg.sslcrl.empty()) keywords["sslcrl"] = cfg.sslcrl;
+        // libpq silently skips a CRL file it cannot find: a typo would turn revocation
+        // checking off without a word.
+        if (auto crl = keywords.find("sslcrl"); crl != keywords.end() && !crl->second.empty() &&
+                                                ::access(crl->second.c_str(), R_OK) != 0)
+            throw store_error(write_status::fatal,
+                              "postgres: sslcrl file '" + crl->second +
+                                  "' cannot be read: " + std::strerror(errno));
         // Record fields are UTF-8; the server converts for the database if it must.
         keywords["client_encoding"] = "UTF8";
         where = keywords["user"] + "@" + keywords["host"] + ":" + keywords["port"] + "/" +
@@ -1011,7 +1019,7 @@ struct pg_store::impl {
         if (contains(raw, "certificate verify failed"))
             return message("server certificate verification failed: " + raw +
                            " (check sslrootcert: it must be the CA that signed the server's "
-                           "certificate)");
+                           "certificate; with sslcrl, the certificate may be revoked)");
         if (contains(raw, "does not match host name"))
             return message("server certificate does not match the host: " + raw +
                            " (connect by a name the certificate holds, or set sslmode verify-ca)");

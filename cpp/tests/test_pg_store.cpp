@@ -1201,6 +1201,51 @@ TEST_CASE("pg_store connects with verified TLS and refuses an unverified server"
         pg_store store(cfg);
         CHECK(store.count("jids") == 0);
     }
+    SECTION("a revoked server certificate is refused with sslcrl; a missing CRL file is fatal") {
+        // A CRL from the test CA that revokes the server's certificate.
+        const auto dir = fs::temp_directory_path() / ("fastret_pg_crl_" + random_suffix());
+        fs::create_directories(dir);
+        struct rm {
+            fs::path p;
+            ~rm() {
+                std::error_code ec;
+                fs::remove_all(p, ec);
+            }
+        } cleanup{dir};
+        const auto pki = fs::path(s.ca).parent_path();
+        {
+            std::ofstream(dir / "index.txt").close();
+            std::ofstream(dir / "crlnumber") << "1000\n";
+            std::ofstream conf(dir / "ca.conf");
+            conf << "[ ca ]\ndefault_ca = c\n[ c ]\ndatabase = " << (dir / "index.txt").string()
+                 << "\ncrlnumber = " << (dir / "crlnumber").string()
+                 << "\ncertificate = " << s.ca << "\nprivate_key = " << (pki / "ca.key").string()
+                 << "\ndefault_md = sha256\ndefault_crl_days = 30\n";
+        }
+        const std::string openssl = "openssl ca -config '" + (dir / "ca.conf").string() + "' ";
+        REQUIRE(std::system((openssl + "-revoke '" + (pki / "server.crt").string() +
+                             "' >/dev/null 2>&1").c_str()) == 0);
+        REQUIRE(std::system((openssl + "-gencrl -out '" + (dir / "crl.pem").string() +
+                             "' >/dev/null 2>&1").c_str()) == 0);
+        auto cfg = db.config();
+        cfg.sslcrl = (dir / "crl.pem").string();
+        try {
+            pg_store store(cfg);
+            FAIL("accepted a revoked server certificate");
+        } catch (const store_error& e) {
+            CHECK(e.status == write_status::fatal);
+            CHECK_THAT(e.what(), Catch::Contains("certificate verify failed") &&
+                                     Catch::Contains("sslcrl"));
+        }
+        cfg.sslcrl = (dir / "no-such-crl.pem").string();
+        try {
+            pg_store store(cfg);
+            FAIL("went on without the CRL it was given");
+        } catch (const store_error& e) {
+            CHECK(e.status == write_status::fatal);
+            CHECK_THAT(e.what(), Catch::Contains("no-such-crl.pem"));
+        }
+    }
     SECTION("verify-full without a CA file says to set sslrootcert") {
         auto cfg = db.config();
         cfg.sslrootcert = "/nonexistent/fastret/ca.crt";
@@ -1532,10 +1577,10 @@ TEST_CASE("postgres sink options, registry and delegation", "[postgres][sink]") 
     std::map<std::string, option_spec> by_key;
     for (const auto& o : table) by_key[o.key] = o;
     for (const char* key : {"host", "port", "db", "user", "pass", "sslmode", "sslrootcert",
-                            "sslcert", "sslkey", "dsn", "connect_timeout_ms",
+                            "sslcert", "sslkey", "sslcrl", "dsn", "connect_timeout_ms",
                             "statement_timeout_ms", "create_schema", "archive"})
         CHECK(by_key.count(key) == 1);
-    CHECK(table.size() == 14);
+    CHECK(table.size() == 15);
     CHECK(by_key["pass"].secret);
     CHECK(std::count_if(table.begin(), table.end(), [](const option_spec& o) { return o.secret; }) == 1);
     CHECK(by_key["sslmode"].default_text == "verify-full");

@@ -55,6 +55,7 @@ struct pg_store_config {
     std::optional<std::string> sslmode;  // ["verify-full"]
     std::string password;                // empty: none given (libpq may use PGPASSWORD, .pgpass)
     std::string sslrootcert, sslcert, sslkey;  // empty: not given
+    std::string sslcrl;  // certificate revocation list file; empty: none (must exist if given)
     std::string dsn;  // a libpq connection string or URI; empty: none
     int connect_timeout_ms = 3000;     // longest connection attempt
     int statement_timeout_ms = 30000;  // server-side statement_timeout; also the longest a

@@ -29,9 +29,11 @@ const std::vector<option_spec>& postgres_sink_options() {
          "CA certificate file that verifies the server (verify-ca, verify-full)"},
         {"sslcert", T::string, "", false, lo, hi, {}, "client certificate file (mutual TLS)"},
         {"sslkey", T::string, "", false, lo, hi, {}, "client private key file (mutual TLS)"},
+        {"sslcrl", T::string, "", false, lo, hi, {},
+         "certificate revocation list file checked against the server's certificate"},
         {"dsn", T::string, "", false, lo, hi, {},
          "a libpq connection string or URI; host, port, db, user and sslmode override it "
-         "when set to something other than their defaults, pass and the ssl files when set"},
+         "when set to something other than their defaults, pass and the ssl* files when set"},
         {"connect_timeout_ms", T::integer, "3000", false, 100, 600000, {},
          "longest connection attempt; an unreachable server is retried later"},
         {"statement_timeout_ms", T::integer, "30000", false, 100, 86400000, {},
@@ -78,6 +80,7 @@ pg_store_config postgres_store_config(const options& opts) {
     cfg.sslrootcert = opts.get_string("sslrootcert");
     cfg.sslcert = opts.get_string("sslcert");
     cfg.sslkey = opts.get_string("sslkey");
+    cfg.sslcrl = opts.get_string("sslcrl");
     cfg.dsn = opts.get_string("dsn");
     cfg.connect_timeout_ms = static_cast<int>(opts.get_int("connect_timeout_ms"));
     cfg.statement_timeout_ms = static_cast<int>(opts.get_int("statement_timeout_ms"));
