@@ -3,8 +3,8 @@
 // libpq is used non-blocking: every step (connect, send, each result) waits in poll() with a
 // deadline, so a server that stops answering costs at most the configured timeouts, never a
 // hung thread. Every exchange is one pipeline (statements queued, one Sync, results read in
-// order): a batch is BEGIN, the per-jid statements, one bulk INSERT for returns and one for
-// events, COMMIT, in a single round trip.
+// order): a batch is BEGIN, the per-jid statements, multi-row INSERTs for returns and events,
+// COMMIT, in a single round trip.
 #include "fastret/pg_store.hpp"
 
 #include <arpa/inet.h>
@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -114,8 +115,6 @@ std::string one_line(std::string_view raw) {
 // ---- binary encodings ------------------------------------------------------------------------
 
 constexpr Oid k_int8 = 20, k_text = 25, k_jsonb = 3802, k_timestamptz = 1184;
-constexpr Oid k_int8_array = 1016, k_text_array = 1009, k_jsonb_array = 3807,
-              k_timestamptz_array = 1185;
 constexpr std::int64_t k_pg_epoch_us = 946684800000000LL;  // 2000-01-01, Unix microseconds
 
 void put32(std::string& out, std::uint32_t v) {
@@ -125,10 +124,6 @@ void put32(std::string& out, std::uint32_t v) {
 void put64(std::string& out, std::int64_t v) {
     put32(out, static_cast<std::uint32_t>(static_cast<std::uint64_t>(v) >> 32));
     put32(out, static_cast<std::uint32_t>(static_cast<std::uint64_t>(v)));
-}
-void patch32(std::string& out, std::size_t at, std::uint32_t v) {
-    v = htonl(v);
-    std::memcpy(out.data() + at, &v, 4);
 }
 
 // PostgreSQL text cannot hold a NUL byte: each one becomes the six characters `\u0000`.
@@ -175,79 +170,11 @@ std::string text_value(std::string_view s) {
     return out;
 }
 
-// jsonb's binary input: a version byte, then the JSON text.
-std::string jsonb_value(std::string_view json) {
-    std::string out;
-    out.reserve(json.size() + 1);
-    out += '\1';
-    append_json(out, json);
-    return out;
-}
-
 std::string timestamptz_value(std::int64_t unix_us) {
     std::string out;
     put64(out, unix_us - k_pg_epoch_us);
     return out;
 }
-
-// A one-dimensional array in PostgreSQL's binary format (array_send).
-class binary_array {
-public:
-    explicit binary_array(Oid element_type, std::size_t reserve = 0) {
-        data_.reserve(20 + reserve);
-        put32(data_, 1);  // dimensions
-        put32(data_, 0);  // has nulls (patched)
-        put32(data_, element_type);
-        put32(data_, 0);  // length (patched)
-        put32(data_, 1);  // lower bound
-    }
-    void add_text(std::string_view s) {
-        const auto at = begin_element();
-        append_text(data_, s);
-        end_element(at);
-    }
-    void add_jsonb(std::string_view json) {
-        const auto at = begin_element();
-        data_ += '\1';
-        append_json(data_, json);
-        end_element(at);
-    }
-    void add_timestamptz(std::int64_t unix_us) {
-        put32(data_, 8);
-        put64(data_, unix_us - k_pg_epoch_us);
-        ++count_;
-    }
-    void add_int8(std::optional<std::int64_t> v) {
-        if (!v) {
-            put32(data_, 0xffffffffu);
-            has_null_ = true;
-        } else {
-            put32(data_, 8);
-            put64(data_, *v);
-        }
-        ++count_;
-    }
-    const std::string& finish() {
-        patch32(data_, 4, has_null_ ? 1 : 0);
-        patch32(data_, 12, static_cast<std::uint32_t>(count_));
-        return data_;
-    }
-    std::size_t size() const noexcept { return count_; }
-
-private:
-    std::size_t begin_element() {
-        const auto at = data_.size();
-        put32(data_, 0);
-        return at;
-    }
-    void end_element(std::size_t at) {
-        patch32(data_, at, static_cast<std::uint32_t>(data_.size() - at - 4));
-        ++count_;
-    }
-    std::string data_;
-    std::size_t count_ = 0;
-    bool has_null_ = false;
-};
 
 // ---- schema ----------------------------------------------------------------------------------
 
@@ -384,35 +311,12 @@ std::vector<std::string> role_statements(const std::string& writer, const std::s
 
 // ---- statements --------------------------------------------------------------------------------
 
-// Prepared once per connection. Parameters are binary (no escaping, exact timestamps).
+// Prepared once per connection, with typed parameters (so no literal ever carries a value).
 struct prepared {
-    const char* name;
-    const char* sql;
+    std::string name;
+    std::string sql;
     std::vector<Oid> types;
 };
-
-// Returns and events in bulk: one statement per batch whatever its size. ON CONFLICT DO
-// NOTHING makes re-delivery (and the same record twice in one batch) a no-op. `return` and
-// success are filled as the stock returner fills them.
-const prepared k_insert_returns = {
-    "fastret_insert_returns",
-    "INSERT INTO salt_returns (fun, jid, \"return\", id, success, full_ret, alter_time,"
-    " record_id, retcode)"
-    " SELECT u.fun, u.jid, coalesce(u.full_ret -> 'return', 'null'::jsonb), u.id, u.success,"
-    "  u.full_ret, u.alter_time, u.record_id, u.retcode"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[],"
-    "  $6::timestamptz[], $7::text[], $8::int8[])"
-    "  AS u(fun, jid, id, success, full_ret, alter_time, record_id, retcode)"
-    " ON CONFLICT (record_id) DO NOTHING",
-    {k_text_array, k_text_array, k_text_array, k_text_array, k_jsonb_array, k_timestamptz_array,
-     k_text_array, k_int8_array}};
-
-const prepared k_insert_events = {
-    "fastret_insert_events",
-    "INSERT INTO salt_events (tag, data, alter_time, master_id, record_id)"
-    " SELECT * FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[], $4::text[], $5::text[])"
-    " ON CONFLICT (alter_time, record_id) DO NOTHING",
-    {k_text_array, k_jsonb_array, k_timestamptz_array, k_text_array, k_text_array}};
 
 // A jids row whose load is the placeholder (JSON null: the row was made by a minion list or
 // an end time before the load arrived).
@@ -451,16 +355,73 @@ const prepared k_save_endtime = {
     " ON CONFLICT (jid) DO UPDATE SET endtime = excluded.endtime",
     {k_text, k_jsonb, k_timestamptz}};
 
-// Most payload bytes one bulk statement carries (a larger batch takes several statements).
-constexpr std::size_t k_statement_bytes = 16u << 20;
+// Returns and events go in by multi-row INSERT ... VALUES ... ON CONFLICT DO NOTHING, which
+// makes re-delivery (and the same record twice in a batch) a no-op. Measured against unnest()
+// of binary arrays and COPY into a temporary table, it was the fastest idempotent way (see
+// bench/pg_write_paths.cpp). A batch takes statements of k_bulk_rows rows and, for the rest,
+// of the powers of two below, all prepared once per connection.
+constexpr std::size_t k_bulk_rows = 128;
+
+// `return` and success are filled as the stock returner fills them ($5, full_ret, is
+// converted once at bind time however often the statement refers to it).
+const std::vector<Oid> k_return_row_types = {k_text, k_text, k_text, k_text, k_jsonb,
+                                              k_timestamptz, k_text, k_int8};
+const std::vector<Oid> k_event_row_types = {k_text, k_jsonb, k_timestamptz, k_text, k_text};
+
+std::string bulk_sql(bool returns, std::size_t rows) {
+    std::string sql =
+        returns ? "INSERT INTO salt_returns (fun, jid, \"return\", id, success, full_ret,"
+                  " alter_time, record_id, retcode) VALUES "
+                : "INSERT INTO salt_events (tag, data, alter_time, master_id, record_id) VALUES ";
+    const std::size_t width = returns ? k_return_row_types.size() : k_event_row_types.size();
+    for (std::size_t r = 0; r < rows; ++r) {
+        auto p = [&](std::size_t col) { return "$" + std::to_string(r * width + col); };
+        sql += r ? ",(" : "(";
+        if (returns)
+            sql += p(1) + "," + p(2) + ",coalesce(" + p(5) + " -> 'return','null'::jsonb)," +
+                   p(3) + "," + p(4) + "," + p(5) + "," + p(6) + "," + p(7) + "," + p(8);
+        else
+            sql += p(1) + "," + p(2) + "," + p(3) + "," + p(4) + "," + p(5);
+        sql += ")";
+    }
+    sql += returns ? " ON CONFLICT (record_id) DO NOTHING"
+                   : " ON CONFLICT (alter_time, record_id) DO NOTHING";
+    return sql;
+}
+
+// Every statement a session prepares, in the order the schema's DDL and a batch take the
+// tables' locks (jids, salt_returns, salt_events): preparing takes them too, and a common
+// order cannot deadlock.
+const std::vector<prepared>& session_statements() {
+    static const std::vector<prepared> all = [] {
+        std::vector<prepared> v = {k_save_load, k_save_minions, k_save_endtime};
+        for (bool returns : {true, false})
+            for (std::size_t n = k_bulk_rows; n >= 1; n /= 2) {
+                const auto& row = returns ? k_return_row_types : k_event_row_types;
+                prepared p{std::string(returns ? "fastret_returns_" : "fastret_events_") +
+                               std::to_string(n),
+                           bulk_sql(returns, n), {}};
+                for (std::size_t r = 0; r < n; ++r) p.types.insert(p.types.end(), row.begin(), row.end());
+                v.push_back(std::move(p));
+            }
+        return v;
+    }();
+    return all;
+}
+
+const prepared& bulk_statement(bool returns, std::size_t rows) {
+    // Laid out by session_statements(): 3 per-jid statements, then sizes k_bulk_rows, /2, ... 1
+    // for returns, then the same for events.
+    std::size_t index = 0;
+    for (std::size_t n = k_bulk_rows; n > rows; n /= 2) ++index;
+    std::size_t per_kind = 0;
+    for (std::size_t n = k_bulk_rows; n >= 1; n /= 2) ++per_kind;
+    return session_statements()[3 + (returns ? 0 : per_kind) + index];
+}
+
 // A larger value could never be stored (1 GB is the limit of any one value; jsonb's own is
 // lower, and the server says so with a drop-class error).
 constexpr std::size_t k_max_value_bytes = (1u << 30) - 64;
-
-// In the order the schema's DDL and a batch take the tables' locks (jids, salt_returns,
-// salt_events): preparing takes them too, and a common order cannot deadlock.
-const prepared* const k_prepared[] = {&k_save_load, &k_save_minions, &k_save_endtime,
-                                      &k_insert_returns, &k_insert_events};
 
 // ---- reads -----------------------------------------------------------------------------------
 
@@ -569,47 +530,58 @@ struct result_deleter {
 };
 using result_ptr = std::unique_ptr<PGresult, result_deleter>;
 
-// A statement's parameters, kept alive until the statement is queued (libpq copies them).
+// A statement's parameters. Values are borrowed from the records where they go as they are
+// (libpq copies them when the statement is queued), owned where they must be rewritten (NUL)
+// or encoded (binary timestamps and numbers). Text and JSON go in text format: libpq sends a
+// text value up to its terminating NUL, which a std::string always has and (after the
+// rewrite) nowhere else.
 class params {
 public:
-    params& text(std::string_view s) { return add(text_value(s), 1); }
-    params& jsonb(std::string_view json) { return add(jsonb_value(json), 1); }
-    params& timestamptz(std::int64_t unix_us) { return add(timestamptz_value(unix_us), 1); }
-    params& boolean(bool b) { return add(std::string(1, b ? '\1' : '\0'), 1); }
-    params& int8_or_null(std::optional<std::int64_t> v) {
-        if (!v) {
-            values_.emplace_back();
-            nulls_.push_back(true);
-            formats_.push_back(1);
-            return *this;
+    // An lvalue is borrowed: it must outlive the queueing of the statement.
+    params& text(const std::string& s) {
+        if (std::memchr(s.data(), 0, s.size()) != nullptr) return own(text_value(s), 0);
+        return add(s.c_str(), s.size(), 0);
+    }
+    params& jsonb(const std::string& json) {
+        if (json.find("\\u0000") != std::string::npos) {
+            std::string fixed;
+            append_json(fixed, json);
+            return own(std::move(fixed), 0);
         }
+        if (std::memchr(json.data(), 0, json.size()) != nullptr)
+            return own(text_value(json), 0);  // not JSON anyway: the server will say so
+        return add(json.c_str(), json.size(), 0);
+    }
+    params& text(std::string&& s) { return own(text_value(s), 0); }
+    params& jsonb(std::string&&) = delete;  // would dangle: pass an lvalue
+    params& timestamptz(std::int64_t unix_us) { return own(timestamptz_value(unix_us), 1); }
+    params& boolean(bool b) { return own(std::string(1, b ? '\1' : '\0'), 1); }
+    params& int8_or_null(std::optional<std::int64_t> v) {
+        if (!v) return add(nullptr, 0, 1);
         std::string out;
         put64(out, *v);
-        return add(std::move(out), 1);
+        return own(std::move(out), 1);
     }
-    params& raw(std::string bytes) { return add(std::move(bytes), 1); }
 
     int size() const noexcept { return static_cast<int>(values_.size()); }
-    // Pointers into this object: valid while it lives and is not changed.
-    void view(std::vector<const char*>& values, std::vector<int>& lengths) const {
-        values.clear();
-        lengths.clear();
-        for (std::size_t i = 0; i < values_.size(); ++i) {
-            values.push_back(nulls_[i] ? nullptr : values_[i].data());
-            lengths.push_back(static_cast<int>(values_[i].size()));
-        }
-    }
+    const char* const* values() const noexcept { return values_.data(); }
+    const int* lengths() const noexcept { return lengths_.data(); }
     const int* formats() const noexcept { return formats_.data(); }
 
 private:
-    params& add(std::string bytes, int format) {
-        values_.push_back(std::move(bytes));
-        nulls_.push_back(false);
+    params& add(const char* data, std::size_t size, int format) {
+        values_.push_back(data);
+        lengths_.push_back(static_cast<int>(size));
         formats_.push_back(format);
         return *this;
     }
-    std::vector<std::string> values_;
-    std::vector<bool> nulls_;
+    params& own(std::string bytes, int format) {
+        owned_.push_back(std::move(bytes));  // a deque: earlier values keep their address
+        return add(owned_.back().data(), owned_.back().size(), format);
+    }
+    std::deque<std::string> owned_;
+    std::vector<const char*> values_;
+    std::vector<int> lengths_;
     std::vector<int> formats_;
 };
 
@@ -733,11 +705,10 @@ public:
     // Queues a statement without parameters.
     void exec(const char* sql) { exec(sql, params{}); }
 
-    // Queues a statement with (binary) parameters, typed by the server from the SQL.
+    // Queues a statement with parameters, typed by the server from the SQL.
     void exec(const char* sql, const params& p) {
         if (broken_) return;
-        p.view(values_, lengths_);
-        if (PQsendQueryParams(conn_.get(), sql, p.size(), nullptr, values_.data(), lengths_.data(),
+        if (PQsendQueryParams(conn_.get(), sql, p.size(), nullptr, p.values(), p.lengths(),
                               p.formats(), 0) != 1)
             broken_ = true;
         ++queued_;
@@ -745,16 +716,15 @@ public:
 
     void prepare(const prepared& stmt) {
         if (broken_) return;
-        if (PQsendPrepare(conn_.get(), stmt.name, stmt.sql, static_cast<int>(stmt.types.size()),
-                          stmt.types.data()) != 1)
+        if (PQsendPrepare(conn_.get(), stmt.name.c_str(), stmt.sql.c_str(),
+                          static_cast<int>(stmt.types.size()), stmt.types.data()) != 1)
             broken_ = true;
         ++queued_;
     }
 
     void exec_prepared(const prepared& stmt, const params& p) {
         if (broken_) return;
-        p.view(values_, lengths_);
-        if (PQsendQueryPrepared(conn_.get(), stmt.name, p.size(), values_.data(), lengths_.data(),
+        if (PQsendQueryPrepared(conn_.get(), stmt.name.c_str(), p.size(), p.values(), p.lengths(),
                                 p.formats(), 0) != 1)
             broken_ = true;
         ++queued_;
@@ -884,8 +854,6 @@ private:
     std::vector<result_ptr> results_;
     std::size_t failed_at_ = 0;
     std::optional<pg_error> error_;
-    std::vector<const char*> values_;
-    std::vector<int> lengths_;
 };
 
 std::string cell(const PGresult* r, int row, int col) {
@@ -1068,7 +1036,7 @@ struct pg_store::impl {
                 create_schema(missing);
             }
             round_trip rt(conn, idle_timeout());
-            for (const auto* p : k_prepared) rt.prepare(*p);
+            for (const auto& p : session_statements()) rt.prepare(p);
             if (!rt.finish()) throw_error(*rt.error());
         } catch (...) {
             conn.close();
@@ -1140,11 +1108,15 @@ struct pg_store::impl {
     // not matter). The per-jid statements go in jid order (a jid's own records keep theirs):
     // writers that share jids then lock the jids rows in the same order and cannot deadlock.
     static void queue_records(round_trip& rt, std::span<const record* const> batch) {
-        std::vector<const record*> jobs;
-        for (const record* r : batch)
-            if (r->kind == record_kind::job_load || r->kind == record_kind::job_minions ||
-                r->kind == record_kind::job_endtime)
+        std::vector<const record*> jobs, returns, events;
+        for (const record* r : batch) {
+            if (r->kind == record_kind::job_return)
+                returns.push_back(r);
+            else if (r->kind == record_kind::event)
+                events.push_back(r);
+            else
                 jobs.push_back(r);
+        }
         std::stable_sort(jobs.begin(), jobs.end(),
                          [](const record* a, const record* b) { return a->jid < b->jid; });
         for (const record* r : jobs) {
@@ -1155,62 +1127,32 @@ struct pg_store::impl {
             p.text(r->jid).jsonb(r->payload).timestamptz(r->ts_us);
             rt.exec_prepared(stmt, p);
         }
-        // One bulk statement per kind, split where a statement would carry more than
-        // k_statement_bytes of payload (the server holds a statement's arrays in memory).
-        for (auto kind : {record_kind::job_return, record_kind::event}) {
-            std::size_t from = 0;
-            while (from < batch.size()) {
-                std::vector<const record*> chunk;
-                std::size_t bytes = 0;
-                for (; from < batch.size() && (chunk.empty() || bytes < k_statement_bytes); ++from) {
-                    if (batch[from]->kind != kind) continue;
-                    chunk.push_back(batch[from]);
-                    bytes += batch[from]->payload.size();
+        queue_bulk(rt, returns, true);
+        queue_bulk(rt, events, false);
+    }
+
+    static void queue_bulk(round_trip& rt, const std::vector<const record*>& rows, bool returns) {
+        std::vector<std::string> ids;  // computed record ids, for records without one
+        ids.reserve(rows.size());
+        for (std::size_t from = 0; from < rows.size();) {
+            std::size_t n = k_bulk_rows;
+            while (n > rows.size() - from) n /= 2;
+            params p;
+            for (std::size_t i = from; i < from + n; ++i) {
+                const record& r = *rows[i];
+                const std::string* id = &r.id;
+                if (r.id.empty()) id = &ids.emplace_back(compute_record_id(r));
+                if (returns) {
+                    static const std::string t = "true", f = "false";
+                    p.text(r.fun).text(r.jid).text(r.minion).text(r.success > 0 ? t : f);
+                    p.jsonb(r.payload).timestamptz(r.ts_us).text(*id).int8_or_null(r.retcode);
+                } else {
+                    p.text(r.tag).jsonb(r.payload).timestamptz(r.ts_us).text(r.minion).text(*id);
                 }
-                if (chunk.empty()) break;
-                if (kind == record_kind::job_return)
-                    queue_returns(rt, chunk, bytes);
-                else
-                    queue_events(rt, chunk, bytes);
             }
+            rt.exec_prepared(bulk_statement(returns, n), p);
+            from += n;
         }
-    }
-
-    static void queue_returns(round_trip& rt, const std::vector<const record*>& rows,
-                              std::size_t payload) {
-        binary_array fun(k_text), jid(k_text), id(k_text), success(k_text),
-            full_ret(k_jsonb, payload + 8 * rows.size()), ts(k_timestamptz), rid(k_text),
-            retcode(k_int8);
-        for (const record* r : rows) {
-            fun.add_text(r->fun);
-            jid.add_text(r->jid);
-            id.add_text(r->minion);
-            success.add_text(r->success > 0 ? "true" : "false");
-            full_ret.add_jsonb(r->payload);
-            ts.add_timestamptz(r->ts_us);
-            rid.add_text(r->id.empty() ? compute_record_id(*r) : r->id);
-            retcode.add_int8(r->retcode);
-        }
-        params p;
-        for (auto* a : {&fun, &jid, &id, &success, &full_ret, &ts, &rid, &retcode})
-            p.raw(a->finish());
-        rt.exec_prepared(k_insert_returns, p);
-    }
-
-    static void queue_events(round_trip& rt, const std::vector<const record*>& rows,
-                             std::size_t payload) {
-        binary_array tag(k_text), data(k_jsonb, payload + 8 * rows.size()), ts(k_timestamptz),
-            master(k_text), rid(k_text);
-        for (const record* r : rows) {
-            tag.add_text(r->tag);
-            data.add_jsonb(r->payload);
-            ts.add_timestamptz(r->ts_us);
-            master.add_text(r->minion);
-            rid.add_text(r->id.empty() ? compute_record_id(*r) : r->id);
-        }
-        params p;
-        for (auto* a : {&tag, &data, &ts, &master, &rid}) p.raw(a->finish());
-        rt.exec_prepared(k_insert_events, p);
     }
 
     write_result failure(const pg_error& e) {

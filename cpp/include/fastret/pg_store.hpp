@@ -95,8 +95,9 @@ public:
     pg_store(const pg_store&) = delete;
     pg_store& operator=(const pg_store&) = delete;
 
-    // Writes a batch in one transaction and one round trip (pipelined; returns and events as
-    // one INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING each). Outcomes:
+    // Writes a batch in one transaction and one round trip (pipelined; returns and events by
+    // prepared multi-row INSERT ... VALUES ... ON CONFLICT DO NOTHING of up to 128 rows each).
+    // Outcomes:
     //  - ok once COMMIT is acknowledged;
     //  - retry: connection lost or timed out (the connection is reopened by the next write),
     //    serialization failure/deadlock, resources, shutdown, lock or statement timeout, a
