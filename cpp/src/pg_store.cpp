@@ -419,9 +419,13 @@ const prepared& bulk_statement(bool returns, std::size_t rows) {
     return session_statements()[3 + (returns ? 0 : per_kind) + index];
 }
 
-// A larger value could never be stored (1 GB is the limit of any one value; jsonb's own is
-// lower, and the server says so with a drop-class error).
-constexpr std::size_t k_max_value_bytes = (1u << 30) - 64;
+// Most payload bytes in one statement: the server takes a statement's parameters in one
+// message of at most 1 GB, and holds them in memory while it runs.
+constexpr std::size_t k_statement_bytes = 16u << 20;
+// A larger payload is left out without being sent: it could never be stored (jsonb's limit is
+// 256 MB; below this, the server says so with a drop-class error) and would come near the
+// message limit.
+constexpr std::size_t k_max_value_bytes = 512u << 20;
 
 // ---- reads -----------------------------------------------------------------------------------
 
@@ -1135,8 +1139,14 @@ struct pg_store::impl {
         std::vector<std::string> ids;  // computed record ids, for records without one
         ids.reserve(rows.size());
         for (std::size_t from = 0; from < rows.size();) {
+            // As many rows as fit in k_statement_bytes (at least one), rounded down to a
+            // prepared size.
+            std::size_t fit = 0, bytes = 0;
+            while (from + fit < rows.size() && fit < k_bulk_rows &&
+                   (fit == 0 || bytes + rows[from + fit]->payload.size() <= k_statement_bytes))
+                bytes += rows[from + fit++]->payload.size();
             std::size_t n = k_bulk_rows;
-            while (n > rows.size() - from) n /= 2;
+            while (n > fit) n /= 2;
             params p;
             for (std::size_t i = from; i < from + n; ++i) {
                 const record& r = *rows[i];

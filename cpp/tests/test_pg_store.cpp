@@ -1078,7 +1078,8 @@ TEST_CASE("pg_store writes a batch larger than one statement carries in one tran
           "[postgres]") {
     test_db db;
     pg_store store(db.config());
-    // 30 MB of returns and 30 MB of events: more than a bulk statement's 16 MB each.
+    // 30 MB of returns and 30 MB of events: more than a bulk statement takes (16 MB), so each
+    // kind goes in several statements of one transaction.
     const std::string six_mb = R"({"return":")" + std::string(6 << 20, 'x') + R"("})";
     std::vector<record> batch;
     for (int i = 0; i < 5; ++i) {

@@ -107,7 +107,7 @@ public:
     //    so that exactly the records at fault are left out: ok with `dropped` and the first
     //    error; a single record that cannot be stored: drop;
     //  - fatal: schema missing or changed, privileges, credentials, TLS.
-    // Records of an unknown kind, or with a payload over 1 GB, are left out without being
+    // Records of an unknown kind, or with a payload over 512 MB, are left out without being
     // sent (counted in `dropped`). noexcept; blocking for at most the timeouts (name
     // resolution of `host` excepted: libpq resolves it synchronously).
     write_result write(std::span<const record> batch) noexcept override;
