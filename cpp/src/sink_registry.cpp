@@ -6,6 +6,7 @@
 #include "fastret/sink.hpp"
 #include "sinks/file_sink.hpp"
 #include "sinks/mysql_sink.hpp"
+#include "sinks/postgres_sink.hpp"
 #include "sinks/sqlite_sink.hpp"
 
 namespace fastret {
@@ -27,6 +28,9 @@ const std::vector<sink_type_info>& sink_types() {
          &make_file_sink},
         {"sqlite", "embedded job cache and event store (SQLite, WAL mode)", &sqlite_sink_options(),
          &make_sqlite_sink, &open_sqlite_store, &sqlite_schema, &apply_sqlite_schema},
+        {"postgres", "job cache and event store in PostgreSQL (pgjsonb-compatible tables, TLS)",
+         &postgres_sink_options(), &make_postgres_sink, &open_postgres_store, &postgres_schema,
+         &apply_postgres_schema_options},
         {"mysql", "MariaDB job cache and event store (saltext-mysql schema)", &mysql_sink_options(),
          &make_mysql_sink, &open_mysql_store, &mysql_schema, &apply_mysql_schema_options},
     };

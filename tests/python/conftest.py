@@ -411,7 +411,10 @@ class DbServers:
     def control(self, kind: str, instance: str = "main"):
         """(stop, start, kill) of a server, each without arguments."""
         module, d = __import__(f"{kind}_server"), self.directory(kind, instance)
-        return (lambda: module.stop(d)), (lambda: module.start(d)), (lambda: module.kill(d))
+        # postgres_server.stop() removes the data unless told not to; mysql_server's keeps it.
+        stop = (lambda: module.stop(d, remove=False)) if kind == "postgres" else (
+            lambda: module.stop(d))
+        return stop, (lambda: module.start(d)), (lambda: module.kill(d))
 
     def backend(self, kind: str, name: str, instance: str = "main") -> DbBackend:
         """A fresh database (named ft_<name>) on the session's server of `kind`."""
@@ -450,6 +453,7 @@ def store_options(kind: str, info: dict, dbname: str) -> dict:
 @pytest.fixture(scope="session")
 def db_servers():
     root = Path(tempfile.mkdtemp(prefix="frdb-", dir="/tmp"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user and must reach its directory
     servers = DbServers(root)
     yield servers
     servers.stop_all()
