@@ -7,6 +7,7 @@
 #include "sinks/file_sink.hpp"
 #include "sinks/mysql_sink.hpp"
 #include "sinks/sqlite_sink.hpp"
+#include "sinks/syslog_sink.hpp"
 
 namespace fastret {
 
@@ -29,6 +30,8 @@ const std::vector<sink_type_info>& sink_types() {
          &make_sqlite_sink, &open_sqlite_store, &sqlite_schema, &apply_sqlite_schema},
         {"mysql", "MariaDB job cache and event store (saltext-mysql schema)", &mysql_sink_options(),
          &make_mysql_sink, &open_mysql_store, &mysql_schema, &apply_mysql_schema_options},
+        {"syslog", "RFC 5424/3164 syslog over UDP, TCP, TLS (RFC 5425) or the local socket",
+         &syslog_sink_options(), &make_syslog_sink},
     };
     return types;
 }
