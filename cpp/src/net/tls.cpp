@@ -94,7 +94,9 @@ tls_config tls_config_from(const options& opts, const std::string& owner) {
     c.key_password = opts.get_string("tls_key_password");
     c.server_name = opts.get_string("tls_server_name");
     c.min_version = opts.get_string("tls_min_version") == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
-    for (const auto& p : opts.get_list("tls_pin_sha256")) {
+    static const std::vector<std::string> none;
+    const auto& pins = opts.has("tls_pin_sha256") ? opts.get_list("tls_pin_sha256") : none;
+    for (const auto& p : pins) {
         std::array<unsigned char, 32> d;
         if (!parse_pin(p, d))
             throw config_error(fmt::format(

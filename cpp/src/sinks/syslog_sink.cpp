@@ -198,7 +198,8 @@ std::unique_ptr<sink> make_syslog_sink(const std::string& name, const options& o
         (std::string_view(key) == "level" ? f.severity : f.failure_severity) = sev;
     }
     bool pid = false;
-    for (const auto& o : opts.get_list("options")) {
+    static const std::vector<std::string> no_options;
+    for (const auto& o : opts.has("options") ? opts.get_list("options") : no_options) {
         static const char* known[] = {"LOG_PID", "LOG_CONS", "LOG_NDELAY", "LOG_ODELAY",
                                       "LOG_NOWAIT", "LOG_PERROR"};
         if (std::find(std::begin(known), std::end(known), o) == std::end(known))
