@@ -290,10 +290,14 @@ def test_verify_off_warns_at_start(rsyslog, tmp_path):
 
 
 def test_bad_config_refused(tmp_path):
-    report = run_sink(tmp_path, {"transport": "tls", "tls_pin_sha256": ["nope"]}, [])
-    assert "tls_pin_sha256" in report["error"]
-    report = run_sink(tmp_path, {"transport": "tls", "tls_cert_file": "/x.pem"}, [])
-    assert "go together" in report.get("error", "") or report
+    phases = [{"records": [rec("1")], "wait": 0.5}]
+    for opts, text in (({"tls_pin_sha256": ["nope"]}, "is not a SHA-256 pin"),
+                       ({"tls_cert_file": "/x.pem"}, "go together"),
+                       ({"tls_ca_file": "/nonexistent.pem"}, "cannot load CA certificates"),
+                       ({"facility": "LOG_NOPE"}, "facility 'LOG_NOPE' is unknown")):
+        report = run_sink(tmp_path, {"transport": "tls", **opts}, phases)
+        assert report["delivered"] == [False]
+        assert any(text in m[1] for m in report["messages"]), report
 
 
 def test_outage_down_at_start_killed_restarted(tmp_path):
@@ -366,9 +370,10 @@ def test_salt_call_state_apply_return_fastret_syslog(rsyslog, minion_env):
     jid = res.jid
     deadline = time.monotonic() + 20
     got = []
-    while not got and time.monotonic() < deadline:
+    while len(got) < 2 and time.monotonic() < deadline:
         got = mine(rsyslog_server.received(rsyslog["dir"], "tls"), jid)
         time.sleep(0.2)
+    got = [r for r in got if r["msgid"] == "job_return"]  # the job's load comes too
     (row,) = got
     assert row["facility"] == "21"  # syslog.facility (stock key) used as fallback
     assert row["app_name"] == "salt-call"

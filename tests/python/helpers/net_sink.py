@@ -22,7 +22,14 @@ from fastret.pipeline import Pipeline, close
 
 
 def main():
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    captured = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            captured.append([record.levelno, record.getMessage()])
+
+    logging.getLogger().addHandler(Keep())
+    logging.getLogger().setLevel(logging.WARNING)
     spec = json.loads(open(sys.argv[1], encoding="utf-8").read())
     nat = native()
     report = {"delivered": [], "messages": []}
@@ -55,6 +62,7 @@ def main():
     report["stats"] = nat.stats()
     close(spec.get("close_timeout", 2.0))
     report["messages"] += [list(m) for m in nat.take_messages()]
+    report["messages"] = captured + report["messages"]
     print(json.dumps(report, default=str))
 
 
