@@ -525,7 +525,9 @@ private:
                 break;
             case write_status::retry: {
                 ++attempt_;
-                auto delay = full_jitter_backoff(policy_, attempt_);
+                auto delay = std::max<std::chrono::milliseconds>(
+                    full_jitter_backoff(policy_, attempt_),
+                    std::min<std::chrono::milliseconds>(res.retry_after, std::chrono::hours(1)));
                 {
                     std::lock_guard lk(mu_);
                     ++stats_.retried;
@@ -711,6 +713,7 @@ sink_id runtime::add_sink(std::string name, std::unique_ptr<sink> s, sink_policy
         if (w->name() == name)
             throw config_error(fmt::format("sink '{}' is defined twice", name));
     auto* im = impl_.get();
+    for (auto& w : s->warnings()) im->report(30, std::move(w));
     impl_->workers.push_back(std::make_unique<sink_worker>(
         impl_->io, name, std::move(s), std::move(policy),
         [im](int level, std::string text) { im->report(level, std::move(text)); }));

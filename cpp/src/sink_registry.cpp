@@ -5,9 +5,11 @@
 #include "fastret/job_store.hpp"
 #include "fastret/sink.hpp"
 #include "sinks/file_sink.hpp"
+#include "sinks/logstash_sink.hpp"
 #include "sinks/mysql_sink.hpp"
 #include "sinks/postgres_sink.hpp"
 #include "sinks/sqlite_sink.hpp"
+#include "sinks/syslog_sink.hpp"
 
 namespace fastret {
 
@@ -33,6 +35,10 @@ const std::vector<sink_type_info>& sink_types() {
          &apply_postgres_schema_options},
         {"mysql", "MariaDB job cache and event store (saltext-mysql schema)", &mysql_sink_options(),
          &make_mysql_sink, &open_mysql_store, &mysql_schema, &apply_mysql_schema_options},
+        {"syslog", "RFC 5424/3164 syslog over UDP, TCP, TLS (RFC 5425) or the local socket",
+         &syslog_sink_options(), &make_syslog_sink},
+        {"logstash", "ECS JSON lines over TCP/TLS, HTTP(S) batches, GELF or CEF to Logstash",
+         &logstash_sink_options(), &make_logstash_sink},
     };
     return types;
 }

@@ -16,9 +16,11 @@
 //  - write() and close() are noexcept: errors are values on this path.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "fastret/config.hpp"
 #include "fastret/record.hpp"
@@ -35,6 +37,9 @@ struct write_result {
     // With ok: records of the batch the sink had to leave out because they can never be
     // stored (the rest is durable); counted as dropped and reported with `error`.
     std::size_t dropped = 0;
+    // With retry: the peer asked for at least this pause (HTTP Retry-After); the runtime
+    // waits max(its backoff, retry_after), capped at one hour.
+    std::chrono::milliseconds retry_after{0};
     static write_result success() { return {}; }
 };
 
@@ -47,6 +52,9 @@ public:
     virtual write_result write(std::span<const record> batch) noexcept = 0;
     // Release connections and files. Called once, from the thread that owns the sink.
     virtual void close() noexcept {}
+    // Warnings about the configuration the host's log must show every time the sink starts
+    // (e.g. TLS verification turned off); the runtime reports them when the sink is added.
+    virtual std::vector<std::string> warnings() const { return {}; }
 };
 
 class job_store;
