@@ -2,6 +2,11 @@
 
 #include <fmt/format.h>
 #include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <chrono>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -115,6 +120,30 @@ void connection::close() noexcept {
     impl_->unix_dgram.reset();
     impl_->unix_stream.reset();
     impl_->open = false;
+}
+
+void connection::finish(std::chrono::milliseconds linger) noexcept {
+    int fd = -1;
+    if (impl_->tcp_sock && impl_->tcp_sock->is_open()) fd = impl_->tcp_sock->native_handle();
+    if (impl_->tls && impl_->tls->lowest_layer().is_open())
+        fd = impl_->tls->lowest_layer().native_handle();
+    if (fd >= 0 && ::shutdown(fd, SHUT_WR) == 0) {
+        const auto deadline = std::chrono::steady_clock::now() + linger;
+        char buf[4096];
+        for (;;) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) break;
+            pollfd p{fd, POLLIN, 0};
+            const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            const auto n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+            if (n <= 0) break;  // the peer's FIN (or an error): nothing more will come
+        }
+    }
+    close();
 }
 
 namespace {

@@ -76,6 +76,12 @@ public:
     // blocking; TLS records such as session tickets are consumed). Closes it then.
     bool peer_closed();
     void close() noexcept;
+    // Ends a stream connection the orderly way, for a sink that is closing: FIN after the data
+    // already written, then what the peer still sends (a TLS session ticket, its own FIN) read
+    // and discarded for up to `linger`, then close. Closing with unread data pending makes the
+    // kernel send RST, and a peer that has not read everything yet then drops it: the batches
+    // reported as written would be lost. Datagram transports just close.
+    void finish(std::chrono::milliseconds linger) noexcept;
 
     // "tls://localhost:6514", "unix:/dev/log"
     std::string describe() const;

@@ -130,7 +130,7 @@ public:
         }
     }
 
-    void close() noexcept override { conn_.close(); }
+    void close() noexcept override { conn_.finish(std::chrono::seconds(2)); }
 
 private:
     std::string prefix() const { return "logstash sink '" + name_ + "': "; }

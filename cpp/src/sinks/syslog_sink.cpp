@@ -121,7 +121,7 @@ public:
         }
     }
 
-    void close() noexcept override { conn_.close(); }
+    void close() noexcept override { conn_.finish(std::chrono::seconds(2)); }
 
 private:
     std::string prefix() const { return "syslog sink '" + name_ + "': "; }
