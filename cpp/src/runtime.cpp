@@ -91,6 +91,36 @@ std::chrono::milliseconds full_jitter_backoff(const sink_policy& p, unsigned att
 
 }  // namespace
 
+// The batch in flight. Retiring it keeps its records, and the next batch overwrites them, so
+// that their strings keep their storage: in the steady state filling a batch from the spool
+// allocates nothing.
+class record_batch {
+public:
+    // A record to overwrite, appended to the batch.
+    record& add() {
+        if (size_ == items_.size()) items_.emplace_back();
+        return items_[size_++];
+    }
+    void drop_last() noexcept { --size_; }
+    void clear() noexcept {
+        // A batch of huge records leaves no huge buffers behind.
+        for (std::size_t i = 0; i < size_; ++i)
+            if (items_[i].payload.capacity() > (std::size_t{1} << 20)) std::string().swap(items_[i].payload);
+        size_ = 0;
+    }
+    bool empty() const noexcept { return size_ == 0; }
+    std::size_t size() const noexcept { return size_; }
+    std::span<const record> records() const noexcept { return {items_.data(), size_}; }
+    record* begin() noexcept { return items_.data(); }
+    record* end() noexcept { return items_.data() + size_; }
+    const record* begin() const noexcept { return items_.data(); }
+    const record* end() const noexcept { return items_.data() + size_; }
+
+private:
+    std::vector<record> items_;
+    std::size_t size_ = 0;
+};
+
 // One sink's queue, batcher and retry loop. Fields marked (io) are touched only on the strand;
 // the rest under mu_.
 class sink_worker {
@@ -124,21 +154,19 @@ public:
         });
     }
 
+    // Records the worker may take (moved into the memory queue).
     std::uint64_t enqueue(std::vector<record>& records) {
+        if (policy_.spool) return enqueue_spool(records);
         std::size_t truncated = 0;
-        for (auto& r : records) {
-            if (r.payload.size() <= policy_.max_record_bytes) continue;
-            // The id of a cut record is taken over what it was, so that two different large
-            // payloads with the same head stay two records.
-            if (r.id.empty()) r.id = compute_record_id(r);
-            limit_payload_size(r.payload, policy_.max_record_bytes);
-            ++truncated;
-        }
-        // Other records get their id on the I/O thread (assign_ids): hashing costs about half
-        // a microsecond a record, which callers (Salt's processes) should not pay.
-        // The mode comes from the policy, not from spool_: release() resets spool_ at close.
-        if (policy_.spool) return enqueue_spool(records, truncated);
+        for (auto& r : records) truncated += cut_if_too_large(r) ? 1 : 0;
         return enqueue_memory(records, truncated);
+    }
+
+    // Records the caller keeps (serialized into the spool, or copied).
+    std::uint64_t enqueue(std::span<const record> records) {
+        if (policy_.spool) return enqueue_spool(records);
+        std::vector<record> copy(records.begin(), records.end());
+        return enqueue(copy);
     }
 
     bool flush_until(std::uint64_t ticket, std::chrono::milliseconds timeout) {
@@ -243,10 +271,52 @@ private:
         return ticket_;
     }
 
-    std::uint64_t enqueue_spool(std::vector<record>& records, std::size_t truncated) {
-        std::vector<std::string> frames;
-        frames.reserve(records.size());
-        for (const auto& r : records) frames.push_back(serialize(r));
+    // Applies the size limit. The id of a cut record is taken over what it was, so that two
+    // different large payloads with the same head stay two records. Other records get their
+    // id on the I/O thread (assign_ids): hashing costs about half a microsecond a record,
+    // which callers (Salt's processes) should not pay.
+    bool cut_if_too_large(record& r) const {
+        if (r.payload.size() <= policy_.max_record_bytes) return false;
+        if (r.id.empty()) r.id = compute_record_id(r);
+        limit_payload_size(r.payload, policy_.max_record_bytes);
+        return true;
+    }
+
+    // The serialized records of one enqueue_spool() call. A thread's next call reuses the
+    // buffer, so that appending a batch allocates nothing.
+    struct spool_frames {
+        std::string bytes;
+        std::vector<std::size_t> ends;
+        std::vector<std::string_view> views;
+        void clear() {
+            if (bytes.capacity() > (std::size_t{8} << 20)) std::string().swap(bytes);
+            bytes.clear();
+            ends.clear();
+            views.clear();
+        }
+    };
+
+    std::uint64_t enqueue_spool(std::span<const record> records) {
+        thread_local spool_frames buf;
+        buf.clear();
+        std::size_t truncated = 0;
+        for (const auto& r : records) {
+            if (r.payload.size() > policy_.max_record_bytes) {
+                record cut = r;
+                cut_if_too_large(cut);
+                serialize_to(cut, buf.bytes);
+                ++truncated;
+            } else {
+                serialize_to(r, buf.bytes);
+            }
+            buf.ends.push_back(buf.bytes.size());
+        }
+        std::size_t start = 0;
+        for (auto end : buf.ends) {
+            buf.views.emplace_back(buf.bytes.data() + start, end - start);
+            start = end;
+        }
+        const std::span<const std::string_view> frames(buf.views);
         {
             std::lock_guard lk(mu_);
             if (closed_) return refuse_closed_locked(frames.size());
@@ -346,6 +416,9 @@ private:
     // two threads at once): the delay is armed and cancelled on the strand.
     void request_pump_locked(bool now) {
         if (closed_) return;
+        // The batching delay waits for a batch to fill; once it is full, waiting longer only
+        // leaves the worker idle while records pile up.
+        if (state_ == pump_state::delayed && pending_locked() >= policy_.batch_max_records) now = true;
         if (now && state_ == pump_state::delayed) {
             state_ = pump_state::scheduled;
             asio::post(strand_, [this] {
@@ -395,32 +468,31 @@ private:
     // (io) the deterministic record ids, for records that came without one.
     void assign_ids() {
         for (auto& r : inflight_)
-            if (r.id.empty()) r.id = compute_record_id(r);
+            if (r.id.empty()) compute_record_id(r, r.id);
     }
 
     // (io) take the next batch, or keep the one that is waiting for a retry.
     bool fill_batch() {
         if (!inflight_.empty()) return true;
         if (spool_) {
-            std::vector<spool_entry> entries;
+            std::size_t frames = 0, bad = 0;
             try {
-                entries = spool_->read(policy_.batch_max_records, policy_.batch_max_bytes);
+                frames = spool_->read(
+                    policy_.batch_max_records, policy_.batch_max_bytes,
+                    [&](std::string_view payload) {
+                        if (!deserialize(payload, inflight_.add())) {
+                            inflight_.drop_last();
+                            ++bad;
+                        }
+                    },
+                    inflight_end_);
             } catch (const std::exception& e) {
+                inflight_.clear();
                 report(40, fmt::format("spool read failed: {}", e.what()));
                 return false;
             }
-            if (entries.empty()) return false;
-            inflight_.reserve(entries.size());
-            std::size_t bad = 0;
-            for (auto& e : entries) {
-                record r;
-                if (deserialize(e.payload, r))
-                    inflight_.push_back(std::move(r));
-                else
-                    ++bad;
-            }
-            inflight_end_ = entries.back().end;
-            inflight_frames_ = entries.size();
+            if (frames == 0) return false;
+            inflight_frames_ = frames;
             assign_ids();
             if (bad) {
                 std::lock_guard lk(mu_);
@@ -429,19 +501,21 @@ private:
             }
             return true;
         }
-        std::lock_guard lk(mu_);
-        std::size_t bytes = 0;
-        while (!queue_.empty() && inflight_.size() < policy_.batch_max_records) {
-            auto sz = record_size(queue_.front());
-            if (!inflight_.empty() && bytes + sz > policy_.batch_max_bytes) break;
-            bytes += sz;
-            inflight_.push_back(std::move(queue_.front()));
-            queue_.pop_front();
+        {
+            std::lock_guard lk(mu_);
+            std::size_t bytes = 0;
+            while (!queue_.empty() && inflight_.size() < policy_.batch_max_records) {
+                auto sz = record_size(queue_.front());
+                if (!inflight_.empty() && bytes + sz > policy_.batch_max_bytes) break;
+                bytes += sz;
+                inflight_.add() = std::move(queue_.front());
+                queue_.pop_front();
+            }
+            inflight_frames_ = inflight_.size();
+            taken_ = inflight_.size();
+            if (taken_) cv_.notify_all();  // room in the queue: wake producers blocked on overflow
         }
-        inflight_frames_ = inflight_.size();
         assign_ids();
-        taken_ = inflight_.size();
-        if (taken_) cv_.notify_all();  // room in the queue: wake producers blocked on overflow
         return !inflight_.empty();
     }
 
@@ -514,7 +588,7 @@ private:
         if (inflight_.empty()) {
             res = write_result::success();  // every frame of the batch was undecodable
         } else {
-            res = sink_->write(inflight_);
+            res = sink_->write(inflight_.records());
         }
         switch (res.status) {
             case write_status::ok:
@@ -611,7 +685,7 @@ private:
     std::unique_ptr<spool> spool_;
 
     // (io)
-    std::vector<record> inflight_;
+    record_batch inflight_;
     spool_position inflight_end_;
     std::size_t inflight_frames_ = 0;
     unsigned attempt_ = 0;
@@ -725,6 +799,10 @@ sink_id runtime::add_sink(std::string name, std::unique_ptr<sink> s, sink_policy
 std::uint64_t runtime::enqueue(sink_id id, std::vector<record> records) {
     auto& w = impl_->worker(id);
     return w.enqueue(records);
+}
+
+std::uint64_t runtime::enqueue(sink_id id, std::span<const record> records) {
+    return impl_->worker(id).enqueue(records);
 }
 
 bool runtime::flush_until(sink_id id, std::uint64_t ticket, std::chrono::milliseconds timeout) {

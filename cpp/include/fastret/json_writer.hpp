@@ -6,6 +6,7 @@
 // object walker) can stop at a limit and write an explicit marker instead.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -51,6 +52,25 @@ private:
 
 // Append `s` to `out` as a quoted JSON string, replacing invalid UTF-8 with U+FFFD.
 void append_json_string(std::string& out, std::string_view s);
+
+// Bytes that append_json_string() copies as they are: printable ASCII other than '"' and '\\'.
+inline constexpr auto json_plain_byte = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0x20; c < 0x80; ++c) t[c] = c != '"' && c != '\\';
+    return t;
+}();
+
+// json_plain_prefix() for strings of 16 bytes or more (vectorized where the CPU allows).
+std::size_t json_plain_prefix_long(std::string_view s) noexcept;
+
+// The length of the longest prefix of `s` made of json_plain_byte bytes. A string that is all
+// prefix needs no escaping at all. Inline: most keys and many values are a few bytes long.
+inline std::size_t json_plain_prefix(std::string_view s) noexcept {
+    if (s.size() >= 16) return json_plain_prefix_long(s);
+    std::size_t i = 0;
+    while (i < s.size() && json_plain_byte[static_cast<unsigned char>(s[i])]) ++i;
+    return i;
+}
 
 // True if `s` is valid UTF-8.
 bool is_valid_utf8(std::string_view s) noexcept;

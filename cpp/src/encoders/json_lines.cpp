@@ -58,7 +58,7 @@ constexpr std::int64_t max_ts_us = 253402300799LL * 1000000 + 999999;         //
 
 }  // namespace
 
-std::string format_rfc3339_us(std::int64_t ts_us) {
+void write_rfc3339_us(std::int64_t ts_us, char* p) noexcept {
     if (ts_us < min_ts_us) ts_us = min_ts_us;
     if (ts_us > max_ts_us) ts_us = max_ts_us;
     // Floor division: times before the epoch count backwards from the previous second.
@@ -79,8 +79,6 @@ std::string format_rfc3339_us(std::int64_t ts_us) {
     civil_from_days(days, y, m, d);
 
     // YYYY-MM-DDTHH:MM:SS.uuuuuuZ
-    std::string s(27, '\0');
-    char* p = s.data();
     put_digits(p, static_cast<std::uint64_t>(y), 4);
     p[4] = '-';
     put_digits(p + 5, m, 2);
@@ -95,6 +93,11 @@ std::string format_rfc3339_us(std::int64_t ts_us) {
     p[19] = '.';
     put_digits(p + 20, static_cast<std::uint64_t>(us), 6);
     p[26] = 'Z';
+}
+
+std::string format_rfc3339_us(std::int64_t ts_us) {
+    std::string s(rfc3339_us_size, '\0');
+    write_rfc3339_us(ts_us, s.data());
     return s;
 }
 
@@ -117,7 +120,9 @@ void encode_json_lines(std::span<const record> batch, std::string& out) {
         out.append("\"kind\":");
         append_json_string(out, to_string(r.kind));
         out.append(",\"time\":\"");
-        out.append(format_rfc3339_us(r.ts_us));
+        char time[rfc3339_us_size];
+        write_rfc3339_us(r.ts_us, time);
+        out.append(time, sizeof time);
         out.push_back('"');
         append_string_field(out, "jid", r.jid);
         append_string_field(out, "minion", r.minion);
