@@ -13,7 +13,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "fastret/json_writer.hpp"
 
@@ -334,6 +336,55 @@ void encoder::value(PyObject* obj, std::size_t depth) {
 }
 
 }  // namespace
+
+void warm_up(std::span<PyObject* const> roots) {
+    // Breadth first, a level at a time: the objects of a level are requested together and
+    // read (to find the next level) only after all of them were requested, so that their
+    // cache misses overlap instead of queueing behind each other.
+    constexpr std::size_t max_levels = 8;       // event, data, return, state, changes, ...
+    constexpr std::size_t max_objects = 16384;  // a large structure would not stay cached anyway
+    std::vector<PyObject*> level(roots.begin(), roots.end()), next;
+    std::size_t seen = level.size();
+    for (PyObject* o : level) __builtin_prefetch(o);
+    for (std::size_t depth = 0; depth < max_levels && !level.empty(); ++depth) {
+        // The containers' tables; their headers were requested one level up.
+        for (PyObject* o : level) {
+            if (Py_IS_TYPE(o, &PyDict_Type)) {
+                const auto* table = reinterpret_cast<const char*>(reinterpret_cast<PyDictObject*>(o)->ma_keys);
+                for (int line = 0; line < 4; ++line) __builtin_prefetch(table + 64 * line);
+            } else if (Py_IS_TYPE(o, &PyList_Type)) {
+                __builtin_prefetch(reinterpret_cast<PyListObject*>(o)->ob_item);
+            }
+        }
+        // Their members' headers (written later: the encoder holds a reference while it
+        // writes a member).
+        next.clear();
+        for (PyObject* o : level) {
+            if (seen + next.size() > max_objects) return;
+            if (Py_IS_TYPE(o, &PyDict_Type)) {
+                PyObject *k, *v;
+                Py_ssize_t pos = 0;
+                while (PyDict_Next(o, &pos, &k, &v)) {
+                    __builtin_prefetch(v, 1);
+                    next.push_back(v);
+                }
+            } else if (Py_IS_TYPE(o, &PyList_Type)) {
+                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(o); ++i) {
+                    __builtin_prefetch(PyList_GET_ITEM(o, i), 1);
+                    next.push_back(PyList_GET_ITEM(o, i));
+                }
+            }
+        }
+        seen += next.size();
+        level.clear();
+        for (PyObject* o : next) {
+            if (Py_IS_TYPE(o, &PyDict_Type) || Py_IS_TYPE(o, &PyList_Type))
+                level.push_back(o);
+            else if (Py_IS_TYPE(o, &PyUnicode_Type))
+                __builtin_prefetch(reinterpret_cast<const char*>(o) + 64);  // text past the header
+        }
+    }
+}
 
 void append_python(std::string& out, py::handle obj, const encode_options& opts) {
     encoder e(out, opts);

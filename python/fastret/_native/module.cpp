@@ -236,6 +236,8 @@ PYBIND11_MODULE(_native, m) {
            const std::string& master_id, std::size_t max_depth, bool bytes_base64) {
             py_bind::encode_options eo{max_depth, bytes_base64};
             record_scratch batch;
+            py_bind::warm_up({reinterpret_cast<PyListObject*>(events.ptr())->ob_item,
+                              static_cast<std::size_t>(PyList_GET_SIZE(events.ptr()))});
             for (auto ev : events)
                 if (PyDict_Check(ev.ptr())) fill_event_record(batch.next(), ev.ptr(), master_id, eo);
             return enqueue_all(sinks, batch.filled());
