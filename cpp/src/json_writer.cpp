@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 
@@ -93,6 +94,16 @@ std::size_t json_plain_prefix_long(std::string_view s) noexcept {
 #endif
     while (i < n && json_plain_byte[static_cast<unsigned char>(p[i])]) ++i;
     return i;
+}
+
+void json_appender::grow(std::size_t n) {
+    out_.resize(std::max(out_.size() * 2, pos_ + n + 256));
+}
+
+void json_appender::escaped_string(std::string_view s) {
+    out_.resize(pos_);
+    append_json_string(out_, s);
+    pos_ = out_.size();
 }
 
 bool is_valid_utf8(std::string_view s) noexcept {

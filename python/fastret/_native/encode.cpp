@@ -2,8 +2,8 @@
 //
 // This walk is most of what a caller of event_return() pays per event, so it avoids the
 // generic json_writer's per-value bookkeeping: each container writes its own separators,
-// bytes are stored through a cursor, ASCII str objects are read in place, and a string with
-// nothing to escape is copied whole. The output is the same as json_writer's, byte for byte.
+// bytes are stored through a cursor (json_appender), and ASCII str objects are read in place.
+// The output is the same as json_writer's, byte for byte.
 #include "encode.hpp"
 
 #include <fmt/format.h>
@@ -25,90 +25,20 @@ namespace fastret::py_bind {
 
 namespace {
 
-// True if none of the 8 bytes of `w` needs escaping in a JSON string (see json_plain_byte):
-// no byte below 0x20 or from 0x80, no '"', no '\\'. Each test is exact for "some byte is".
-constexpr bool plain_word(std::uint64_t w) noexcept {
-    constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    const auto has_zero = [](std::uint64_t v) { return (v - ones) & ~v & highs; };
-    const std::uint64_t below_space = (w - ones * 0x20) & ~w & highs;
-    return (below_space | (w & highs) | has_zero(w ^ (ones * '"')) | has_zero(w ^ (ones * '\\'))) == 0;
-}
-
-// Copies s[0, n) (n < 16) to dst and returns true if no byte needs escaping; returns false
-// (dst unspecified) otherwise. Most keys and many values are this short: two overlapping
-// words are checked and stored instead of a byte loop and a memcpy call.
-bool copy_if_plain_short(char* dst, const char* s, std::size_t n) noexcept {
-    if (n >= 8) {
-        std::uint64_t a, b;
-        std::memcpy(&a, s, 8);
-        std::memcpy(&b, s + n - 8, 8);
-        if (!plain_word(a) || !plain_word(b)) return false;
-        std::memcpy(dst, &a, 8);
-        std::memcpy(dst + n - 8, &b, 8);
-        return true;
-    }
-    if (n >= 4) {
-        std::uint32_t a, b;
-        std::memcpy(&a, s, 4);
-        std::memcpy(&b, s + n - 4, 4);
-        constexpr std::uint64_t spaces = 0x20202020ull << 32;  // plain filler for the top half
-        if (!plain_word(a | spaces) || !plain_word(b | spaces)) return false;
-        std::memcpy(dst, &a, 4);
-        std::memcpy(dst + n - 4, &b, 4);
-        return true;
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-        if (!json_plain_byte[static_cast<unsigned char>(s[i])]) return false;
-        dst[i] = s[i];
-    }
-    return true;
-}
-
-static_assert(plain_word(0x6162636465666768ull) && !plain_word(0x6162632265666768ull) &&
-              !plain_word(0x616263645c666768ull) && !plain_word(0x616263641f666768ull) &&
-              !plain_word(0x61626364e9666768ull) && plain_word(0x7f7e7d7c7b7a2120ull));
-
 class encoder {
 public:
-    // Appends to `out`; finish() must be called once at the end.
-    encoder(std::string& out, const encode_options& opts)
-        : out_(out), pos_(out.size()), opts_(opts) {}
+    // Appends to `out` (trimmed when the encoder goes away, or at finish()).
+    encoder(std::string& out, const encode_options& opts) : out_(out), opts_(opts) {}
 
     void value(PyObject* obj, std::size_t depth);
     // A dict's members, also reporting the values of the event header keys (top level only).
     void dict(PyObject* obj, std::size_t depth, event_fields* fields);
-    void finish() { out_.resize(pos_); }
+    void finish() { out_.finish(); }
 
 private:
-    // out_ is written through a cursor: out_[0, pos_) is the output, the rest is room that
-    // room() provides, so that each byte is stored without a capacity check of its own.
-    char* room(std::size_t n) {
-        if (out_.size() - pos_ < n) out_.resize(std::max(out_.size() * 2, pos_ + n + 256));
-        return out_.data() + pos_;
-    }
-    void put(char c) {
-        *room(1) = c;
-        ++pos_;
-    }
-    void put(std::string_view v) {
-        std::memcpy(room(v.size()), v.data(), v.size());
-        pos_ += v.size();
-    }
-    // A JSON string. The common case, nothing to escape, is one scan and one copy.
-    void text(std::string_view s) {
-        char* p = room(s.size() + 2);
-        if (s.size() < 16 ? copy_if_plain_short(p + 1, s.data(), s.size())
-                          : json_plain_prefix_long(s) == s.size()) {
-            if (s.size() >= 16) std::memcpy(p + 1, s.data(), s.size());
-            p[0] = '"';
-            p[s.size() + 1] = '"';
-            pos_ += s.size() + 2;
-            return;
-        }
-        out_.resize(pos_);
-        append_json_string(out_, s);
-        pos_ = out_.size();
-    }
+    void put(char c) { out_.put(c); }
+    void put(std::string_view v) { out_.put(v); }
+    void text(std::string_view s) { out_.string(s); }
     void str(PyObject* s);
     void key(PyObject* k);
     void via_str(PyObject* obj);
@@ -118,8 +48,7 @@ private:
     void sequence(PyObject* obj, std::size_t depth);
     void depth_marker(PyObject* obj);
 
-    std::string& out_;
-    std::size_t pos_;
+    json_appender out_;
     const encode_options& opts_;
 };
 
@@ -169,8 +98,8 @@ void encoder::integer(PyObject* obj) {
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
     if (!overflow && !(v == -1 && PyErr_Occurred())) {
-        char* p = room(24);
-        pos_ += static_cast<std::size_t>(std::to_chars(p, p + 24, v).ptr - p);
+        char* p = out_.room(24);
+        out_.advance(static_cast<std::size_t>(std::to_chars(p, p + 24, v).ptr - p));
         return;
     }
     PyErr_Clear();
