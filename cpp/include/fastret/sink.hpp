@@ -14,6 +14,13 @@
 //  - fatal: the sink cannot work any more (bad credentials, schema missing); it stops
 //    accepting and keeps its records in the spool.
 //  - write() and close() are noexcept: errors are values on this path.
+//  - A sink whose destination makes data durable in a separate, costly step (a local file:
+//    write, then fdatasync) may defer that step: defers_sync() true. Its write() ok then
+//    means "written", and the runtime calls sync() before it counts anything as delivered,
+//    once for a group of batches (several batches written back to back share one
+//    fdatasync). sync() ok means every batch written before the call is durable; retry or
+//    fatal means none of them may be counted, and the runtime writes them again (a
+//    receiver may see some records twice; the record ids identify them).
 #pragma once
 
 #include <chrono>
@@ -50,6 +57,9 @@ public:
     virtual std::string_view type() const noexcept = 0;
     // Deliver the batch (non-empty). One round trip.
     virtual write_result write(std::span<const record> batch) noexcept = 0;
+    // Two-phase delivery (see above). Both are called from the thread that calls write().
+    virtual bool defers_sync() const noexcept { return false; }
+    virtual write_result sync() noexcept { return write_result::success(); }
     // Release connections and files. Called once, from the thread that owns the sink.
     virtual void close() noexcept {}
     // Warnings about the configuration the host's log must show every time the sink starts
