@@ -40,17 +40,79 @@ private:
     void put(std::string_view v) { out_.put(v); }
     void text(std::string_view s) { out_.string(s); }
     void str(PyObject* s);
+    // A str value (not a key): the value rules of the redactor, if any, apply.
+    void str_value(PyObject* s);
+    // A dict member under the redactor's field rules: false when it is left out.
+    bool member(PyObject* k, PyObject* v, std::size_t depth, bool first);
     void key(PyObject* k);
     void via_str(PyObject* obj);
     void integer(PyObject* obj);
     void number(double v);
     void bytes(std::string_view v);
     void sequence(PyObject* obj, std::size_t depth);
+    void sequence_items(PyObject* obj, std::size_t depth);
     void depth_marker(PyObject* obj);
 
     json_appender out_;
     const encode_options& opts_;
+    // Keys from the payload's root to the container being written ("*" for array elements),
+    // kept only when the redactor has path rules.
+    std::vector<std::string> path_;
+    std::vector<std::string_view> path_view_;
+    std::string scratch_;
 };
+
+// UTF-8 of a str key or value for matching (ASCII in place, else the cached UTF-8); empty
+// when it has none (lone surrogates).
+std::string_view utf8_of(PyObject* s) {
+    if (PyUnicode_IS_COMPACT_ASCII(s))
+        return {static_cast<const char*>(PyUnicode_DATA(s)), static_cast<std::size_t>(PyUnicode_GET_LENGTH(s))};
+    Py_ssize_t n = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(s, &n);
+    if (!p) {
+        PyErr_Clear();
+        return {};
+    }
+    return {p, static_cast<std::size_t>(n)};
+}
+
+void encoder::str_value(PyObject* s) {
+    if (!opts_.redact || !opts_.redact->has_value_rules()) return str(s);
+    const auto view = utf8_of(s);
+    if (!view.empty() && opts_.redact->redact_value(view, scratch_)) return text(scratch_);
+    str(s);
+}
+
+bool encoder::member(PyObject* k, PyObject* v, std::size_t depth, bool first) {
+    const redactor& r = *opts_.redact;
+    std::string key_text;
+    std::string_view key_view;
+    if (PyUnicode_Check(k)) key_view = utf8_of(k);
+    else key_text = py::str(k).cast<std::string>(), key_view = key_text;
+    if (r.has_path_rules()) {
+        path_view_.clear();
+        for (const auto& p : path_) path_view_.push_back(p);
+    }
+    const auto action = r.match_field(path_view_, key_view);
+    if (action == field_action::drop) return false;
+    if (!first) put(',');
+    key(k);
+    if (action == field_action::mask) {
+        text(redaction_mask);
+    } else if (action == field_action::hash) {
+        // A str is hashed as its text, anything else as its JSON: equal values, equal
+        // pseudonyms, wherever they occur.
+        std::string plain;
+        if (PyUnicode_Check(v)) plain = std::string(utf8_of(v));
+        else plain = encode_python(v, {opts_.max_depth, opts_.bytes_base64, nullptr});
+        text(r.pseudonym(plain));
+    } else {
+        if (r.has_path_rules()) path_.emplace_back(key_view);
+        value(v, depth + 1);
+        if (r.has_path_rules()) path_.pop_back();
+    }
+    return true;
+}
 
 // UTF-8 of a str. A str with lone surrogates (from surrogateescape-decoded bytes) cannot be
 // encoded strictly; those code points become U+FFFD.
@@ -128,7 +190,10 @@ void encoder::number(double v) {
 }
 
 void encoder::bytes(std::string_view v) {
-    if (!opts_.bytes_base64) return text(v);
+    if (!opts_.bytes_base64) {
+        if (opts_.redact && opts_.redact->redact_value(v, scratch_)) return text(scratch_);
+        return text(v);
+    }
     json_writer w;  // base64 is rare: the general writer does it
     w.base64_string(v);
     put(w.str());
@@ -184,13 +249,18 @@ void encoder::dict(PyObject* obj, std::size_t depth, event_fields* fields) {
     // A dict subclass may override items(); plain iteration over the storage is what
     // json.dumps does too. Key and value are held while they are written: a leaf's __str__
     // runs Python code that could remove them from the dict.
+    const bool fields_rules = opts_.redact && opts_.redact->has_field_rules();
     while (PyDict_Next(obj, &pos, &k, &v)) {
-        if (!first) put(',');
-        first = false;
         Py_INCREF(k);
         Py_INCREF(v);
-        key(k);
-        value(v, depth + 1);
+        if (fields_rules) {
+            if (member(k, v, depth, first)) first = false;
+        } else {
+            if (!first) put(',');
+            first = false;
+            key(k);
+            value(v, depth + 1);
+        }
         if (fields)
             if (auto* field = header_field(*fields, k)) *field = py::reinterpret_borrow<py::object>(v);
         Py_DECREF(v);
@@ -200,6 +270,13 @@ void encoder::dict(PyObject* obj, std::size_t depth, event_fields* fields) {
 }
 
 void encoder::sequence(PyObject* obj, std::size_t depth) {
+    const bool track = opts_.redact && opts_.redact->has_path_rules();
+    if (track) path_.emplace_back("*");
+    sequence_items(obj, depth);
+    if (track) path_.pop_back();
+}
+
+void encoder::sequence_items(PyObject* obj, std::size_t depth) {
     put('[');
     if (PyList_Check(obj)) {
         // A leaf's __str__ runs Python code that could mutate the list: the size is re-read
@@ -234,7 +311,7 @@ void encoder::value(PyObject* obj, std::size_t depth) {
     // The exact built-in types first (one pointer compare each), then the general checks
     // that also accept subclasses.
     PyTypeObject* type = Py_TYPE(obj);
-    if (type == &PyUnicode_Type) return str(obj);
+    if (type == &PyUnicode_Type) return str_value(obj);
     if (obj == Py_None) return put("null");
     if (obj == Py_True) return put("true");
     if (obj == Py_False) return put("false");
@@ -249,7 +326,7 @@ void encoder::value(PyObject* obj, std::size_t depth) {
     }
     if (type == &PyFloat_Type) return number(PyFloat_AS_DOUBLE(obj));
 
-    if (PyUnicode_Check(obj)) return str(obj);
+    if (PyUnicode_Check(obj)) return str_value(obj);
     if (PyLong_Check(obj)) return integer(obj);
     if (PyFloat_Check(obj)) return number(PyFloat_AS_DOUBLE(obj));
     if (PyBytes_Check(obj))
@@ -376,10 +453,11 @@ void assign_text(std::string& out, py::handle h) {
 void register_encode(py::module_& m) {
     m.def(
         "encode_json",
-        [](py::handle obj, std::size_t max_depth, bool bytes_base64) {
-            return encode_python(obj, {max_depth, bytes_base64});
+        [](py::handle obj, std::size_t max_depth, bool bytes_base64, const redactor* redact) {
+            return encode_python(obj, {max_depth, bytes_base64, redact});
         },
         py::arg("obj"), py::arg("max_depth") = 100, py::arg("bytes_base64") = false,
+        py::arg("redactor") = py::none(),
         "Encode a Python object as JSON text the way records are encoded: never fails; bytes as "
         "UTF-8 with replacement (or base64), other types via str(), depth beyond max_depth cut "
         "with a {\"__fastret_truncated__\": \"depth\"} marker.");

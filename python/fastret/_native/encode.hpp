@@ -6,11 +6,14 @@
 #include <string>
 #include <string_view>
 
+#include "fastret/redact.hpp"
+
 namespace fastret::py_bind {
 
 struct encode_options {
     std::size_t max_depth = 100;   // deeper containers become a marker object
     bool bytes_base64 = false;     // bytes as base64 instead of UTF-8 with replacement
+    const redactor* redact = nullptr;  // applied while encoding: secrets never reach a buffer
 };
 
 // Appends `obj` to `out` as one JSON value. Never throws on odd data: unknown types via str(),

@@ -11,6 +11,7 @@
 #include "encode.hpp"
 #include "fastret/config.hpp"
 #include "fastret/record.hpp"
+#include "fastret/redact.hpp"
 #include "fastret/runtime.hpp"
 #include "fastret/sink.hpp"
 #include "fastret/spool.hpp"
@@ -226,22 +227,23 @@ PYBIND11_MODULE(_native, m) {
     m.def(
         "submit",
         [](const std::vector<std::size_t>& sinks, const py::list& records, std::size_t max_depth,
-           bool bytes_base64) {
-            py_bind::encode_options eo{max_depth, bytes_base64};
+           bool bytes_base64, const redactor* redact) {
+            py_bind::encode_options eo{max_depth, bytes_base64, redact};
             record_scratch batch;
             for (auto item : records) fill_record(batch.next(), item.cast<py::tuple>(), eo);
             return enqueue_all(sinks, batch.filled());
         },
         py::arg("sinks"), py::arg("records"), py::arg("max_depth") = 100,
-        py::arg("bytes_base64") = false,
+        py::arg("bytes_base64") = false, py::arg("redactor") = py::none(),
         "Encode records (tuples of kind, jid, minion, fun, tag, success, retcode, data) and hand "
         "them to each sink. Returns one ticket per sink for flush_until().");
 
     m.def(
         "submit_events",
         [](const std::vector<std::size_t>& sinks, const py::list& events,
-           const std::string& master_id, std::size_t max_depth, bool bytes_base64) {
-            py_bind::encode_options eo{max_depth, bytes_base64};
+           const std::string& master_id, std::size_t max_depth, bool bytes_base64,
+           const redactor* redact) {
+            py_bind::encode_options eo{max_depth, bytes_base64, redact};
             record_scratch batch;
             py_bind::warm_up({reinterpret_cast<PyListObject*>(events.ptr())->ob_item,
                               static_cast<std::size_t>(PyList_GET_SIZE(events.ptr()))});
@@ -250,7 +252,7 @@ PYBIND11_MODULE(_native, m) {
             return enqueue_all(sinks, batch.filled());
         },
         py::arg("sinks"), py::arg("events"), py::arg("master_id"), py::arg("max_depth") = 100,
-        py::arg("bytes_base64") = false,
+        py::arg("bytes_base64") = false, py::arg("redactor") = py::none(),
         "Encode Salt events ({'tag': ..., 'data': ...}; other items are skipped) as records and "
         "hand them to each sink. Returns one ticket per sink.");
 
