@@ -44,6 +44,10 @@ def close(timeout: float = CLOSE_TIMEOUT):
     if not nat.is_closed():
         nat.close(timeout)
     drain_messages()
+    counts = {k: v for k, v in nat.redaction_counts().items() if v}
+    if counts:
+        log.info("fastret: redacted in this process: %s",
+                 ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     _state["sink_ids"] = {}
 
 
