@@ -33,6 +33,17 @@
 //    appear twice; record ids identify duplicates). If a failure left an unterminated line,
 //    the sink terminates it with '\n' (at once if possible, else before the next batch) so
 //    that only the cut line is unreadable, never the following ones.
+//  - Hash chain (chain_key set; see docs/architecture.md, "Tamper-evident audit trail"):
+//    every line ends in ,"chain":{"seq":N,"prev":"<hex>","mac":"<hex>"}} with
+//      mac = HMAC-SHA256(key, B + "\n" + decimal(N) + "\n" + prev)
+//    where B is the line's bytes before ,"chain": and prev the mac of record N-1 (64 zeros
+//    for N = 1). One chain per path across processes and rotations: every append holds
+//    flock(LOCK_EX) on the current file, reads seq/mac of the last chained line from its tail
+//    (from path.1's tail when the file is empty after a rotation), appends, and on a failed
+//    write truncates the file back to where the batch began (so no cut line breaks the chain).
+//    Checkpoints {"time","seq","mac","file","event","backups"} + ,"ckpt_mac":"<hex>"} with
+//    ckpt_mac = HMAC-SHA256(key, "checkpoint\n" + bytes before ,"ckpt_mac":) are appended
+//    and fsynced to checkpoint_path every checkpoint_every records and before each rotation.
 #include "sinks/file_sink.hpp"
 
 #include <fcntl.h>
@@ -40,7 +51,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <algorithm>
+#include <array>
+#include <charconv>
+#include <ctime>
 #include <cerrno>
 #include <cstdint>
 #include <filesystem>
@@ -49,6 +66,7 @@
 #include <utility>
 
 #include "encoders/json_lines.hpp"
+#include "fastret/json_writer.hpp"
 
 namespace fastret {
 
@@ -65,6 +83,15 @@ const std::vector<option_spec>& file_sink_options() {
          "fsync after each batch, so that a written batch survives a crash"},
         {"mode", T::integer, "384", false, 0, 511, {},
          "permission bits of the file when the sink creates it (384 = 0o600)"},
+        {"chain_key", T::string, "", false, INT64_MIN, INT64_MAX, {},
+         "HMAC-SHA256 key of the tamper-evident hash chain (every line carries seq, prev and "
+         "mac; check with `fastret verify`); empty = no chain. Give it as chain_key_file",
+         true},
+        {"checkpoint_path", T::string, "", false, INT64_MIN, INT64_MAX, {},
+         "file the chain's checkpoints are appended to (with a chain); empty = "
+         "<path>.checkpoints"},
+        {"checkpoint_every", T::integer, "1000", false, 1, INT64_MAX, {},
+         "write a checkpoint after every this many chained records (and before each rotation)"},
     };
     return table;
 }
@@ -77,7 +104,115 @@ struct file_settings {
     int backups = 5;
     bool fsync = true;
     mode_t mode = 0600;
+    std::string chain_key;        // empty: no chain
+    std::string checkpoint_path;  // absolute
+    std::uint64_t checkpoint_every = 1000;
 };
+
+constexpr std::string_view chain_marker = ",\"chain\":";
+constexpr std::string_view ckpt_marker = ",\"ckpt_mac\":";
+constexpr std::string_view zero_mac =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+// The position of the chain state in the last chained line.
+struct chain_state {
+    std::uint64_t seq = 0;                 // 0: nothing chained yet (the next record is seq 1)
+    std::string mac{zero_mac};             // 64 lowercase hex digits
+};
+
+std::string hmac_hex(const std::string& key, std::string_view msg) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (::HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+               reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), md, &len) ==
+        nullptr)
+        throw std::runtime_error("HMAC-SHA256 failed");
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out(2 * len, '0');
+    for (unsigned int i = 0; i < len; ++i) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    return out;
+}
+
+bool is_hex64(std::string_view s) {
+    if (s.size() != 64) return false;
+    for (char c : s)
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    return true;
+}
+
+// Parses the chain member at the end of `line` (without its '\n'):
+// ...,"chain":{"seq":N,"prev":"<64 hex>","mac":"<64 hex>"}}
+bool parse_chain_suffix(std::string_view line, chain_state& out) {
+    constexpr std::string_view seq_key = "{\"seq\":";
+    auto at = line.rfind(chain_marker);
+    if (at == std::string_view::npos) return false;
+    std::string_view rest = line.substr(at + chain_marker.size());
+    if (!rest.starts_with(seq_key)) return false;
+    rest.remove_prefix(seq_key.size());
+    std::uint64_t seq = 0;
+    auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), seq);
+    if (ec != std::errc() || seq == 0) return false;
+    rest.remove_prefix(static_cast<std::size_t>(p - rest.data()));
+    constexpr std::string_view prev_key = ",\"prev\":\"", mac_key = "\",\"mac\":\"";
+    if (!rest.starts_with(prev_key)) return false;
+    rest.remove_prefix(prev_key.size());
+    if (rest.size() < 64 || !is_hex64(rest.substr(0, 64))) return false;
+    rest.remove_prefix(64);
+    if (!rest.starts_with(mac_key)) return false;
+    rest.remove_prefix(mac_key.size());
+    if (rest.size() != 64 + 3 || !is_hex64(rest.substr(0, 64)) || rest.substr(64) != "\"}}")
+        return false;
+    out.seq = seq;
+    out.mac = std::string(rest.substr(0, 64));
+    return true;
+}
+
+// The chain state of the last chained line of the open file `fd` (size `size`), reading
+// backwards in blocks; lines without a chain member (written before the chain was enabled)
+// are skipped. Returns false on a read error (errno set).
+bool read_chain_tail(int fd, std::uint64_t size, chain_state& out, bool& found) {
+    found = false;
+    constexpr std::size_t block = 64 * 1024;
+    std::string tail;  // the bytes [pos, size) read so far
+    std::uint64_t pos = size;
+    while (pos > 0) {
+        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(block, pos));
+        std::string chunk(n, '\0');
+        std::size_t got = 0;
+        while (got < n) {
+            ssize_t r = ::pread(fd, chunk.data() + got, n - got,
+                                static_cast<off_t>(pos - n + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) {
+                if (r == 0) errno = EIO;
+                return false;
+            }
+            got += static_cast<std::size_t>(r);
+        }
+        pos -= n;
+        tail.insert(0, chunk);
+        // Complete lines in `tail`: those after its first '\n' (or all, at the file start).
+        std::size_t end = tail.size();
+        if (end > 0 && tail[end - 1] == '\n') --end;  // the file's final newline
+        for (;;) {
+            auto nl = end == 0 ? std::string::npos : tail.rfind('\n', end - 1);
+            if (nl == std::string::npos && pos > 0) break;  // this line may begin earlier
+            const std::size_t begin = nl == std::string::npos ? 0 : nl + 1;
+            if (parse_chain_suffix(std::string_view(tail).substr(begin, end - begin), out)) {
+                found = true;
+                return true;
+            }
+            if (nl == std::string::npos) break;
+            end = nl;
+        }
+        tail.resize(end);
+    }
+    return true;
+}
+
 
 std::string errno_text(int err) { return std::generic_category().message(err); }
 
@@ -145,6 +280,7 @@ private:
     }
 
     write_result write_batch(std::span<const record> batch) {
+        if (!s_.chain_key.empty()) return write_chained(batch);
         // buf_[0] is a '\n' sent only when an earlier failure left an unterminated line.
         buf_.assign(1, '\n');
         encode_json_lines(batch, buf_);
@@ -168,6 +304,180 @@ private:
         // for less.
         if (unsynced_) (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
         if (buf_.capacity() > (std::size_t{16} << 20)) std::string().swap(buf_);
+        return write_result::success();
+    }
+
+    // Releases the chain lock on fd_ when it goes out of scope (if fd_ is still that file).
+    struct chain_lock {
+        int fd = -1;
+        ~chain_lock() {
+            if (fd >= 0) ::flock(fd, LOCK_UN);
+        }
+    };
+
+    // Takes flock(LOCK_EX) on fd_; false with errno on failure.
+    bool lock_fd() const noexcept {
+        for (;;) {
+            if (::flock(fd_, LOCK_EX) == 0) return true;
+            if (errno != EINTR) return false;
+        }
+    }
+
+    bool path_names_fd() const noexcept {
+        struct stat st;
+        return ::stat(s_.path.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_;
+    }
+
+    // The chain state after the last chained record of the trail, read under the lock: the
+    // current file's tail or, when it holds no chained line (just rotated), path.1's tail.
+    write_result chain_tail(std::uint64_t size, chain_state& st) {
+        bool found = false;
+        if (!read_chain_tail(fd_, size, st, found)) return io_failure("read chain tail of", errno);
+        if (found || s_.backups == 0) return write_result::success();
+        const std::string prev = backup_name(1);
+        int fd;
+        do fd = ::open(prev.c_str(), O_RDONLY | O_CLOEXEC);
+        while (fd < 0 && errno == EINTR);
+        if (fd < 0) {
+            if (errno == ENOENT) return write_result::success();  // a new trail: seq 1
+            return failure(write_status::retry, "open", prev, errno);
+        }
+        struct stat pst;
+        bool ok = ::fstat(fd, &pst) == 0 &&
+                  read_chain_tail(fd, static_cast<std::uint64_t>(pst.st_size), st, found);
+        const int err = errno;
+        ::close(fd);
+        if (!ok) return failure(write_status::retry, "read chain tail of", prev, err);
+        return write_result::success();
+    }
+
+    // Appends one checkpoint line to checkpoint_path and fsyncs it.
+    bool write_checkpoint(const chain_state& st, std::string_view event) noexcept {
+        try {
+            char ts[rfc3339_us_size];
+            timespec now{};
+            ::clock_gettime(CLOCK_REALTIME, &now);
+            write_rfc3339_us(static_cast<std::int64_t>(now.tv_sec) * 1000000 + now.tv_nsec / 1000,
+                             ts);
+            std::string line = "{\"time\":\"";
+            line.append(ts, rfc3339_us_size).append("\",\"seq\":").append(std::to_string(st.seq));
+            line.append(",\"mac\":\"").append(st.mac).append("\",\"file\":");
+            json_appender(line).string(s_.path);
+            line.append(",\"event\":\"").append(event).append("\",\"backups\":");
+            line.append(std::to_string(s_.backups));
+            const std::string mac = hmac_hex(s_.chain_key, "checkpoint\n" + line);
+            line.append(ckpt_marker).append("\"").append(mac).append("\"}\n");
+            int fd;
+            do fd = ::open(s_.checkpoint_path.c_str(),
+                           O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, s_.mode);
+            while (fd < 0 && errno == EINTR);
+            if (fd < 0) return false;
+            const char* p = line.data();
+            std::size_t left = line.size();
+            bool ok = true;
+            while (left > 0) {
+                ssize_t n = ::write(fd, p, left);
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) {
+                    ok = false;
+                    break;
+                }
+                p += n;
+                left -= static_cast<std::size_t>(n);
+            }
+            if (ok && ::fsync(fd) != 0) ok = false;
+            ::close(fd);
+            return ok;
+        } catch (...) {
+            return false;
+        }
+    }
+
+    // With a chain: lock, (rotate,) read the tail's chain state, append, checkpoint, unlock.
+    write_result write_chained(std::span<const record> batch) {
+        std::string& plain = scratch_;
+        plain.clear();
+        encode_json_lines(batch, plain);
+
+        chain_lock held;
+        std::uint64_t size = 0;
+        for (int attempt = 0;; ++attempt) {
+            if (attempt >= 8)
+                return {write_status::retry, prefix() + "the file keeps being rotated, giving up for now"};
+            if (auto r = ensure_current(); r.status != write_status::ok) return r;
+            if (!lock_fd()) return io_failure("lock", errno);
+            held.fd = fd_;
+            if (!path_names_fd()) {  // rotated while we waited: follow the path
+                ::flock(fd_, LOCK_UN);
+                held.fd = -1;
+                close_fd();
+                continue;
+            }
+            struct stat st;
+            if (::fstat(fd_, &st) != 0) return io_failure("stat", errno);
+            size = static_cast<std::uint64_t>(st.st_size);
+            if (attempt < 2 && needs_rotation(plain.size())) {
+                chain_state last;
+                if (auto r = chain_tail(size, last); r.status != write_status::ok) return r;
+                if (last.seq > 0 && !write_checkpoint(last, "rotate"))
+                    return failure(write_status::retry, "write checkpoint (before rotating) to",
+                                   s_.checkpoint_path, errno ? errno : EIO);
+                held.fd = -1;  // rotate() unlocks (closing fd_)
+                if (auto r = rotate(true); r.status != write_status::ok) return r;
+                continue;
+            }
+            break;
+        }
+
+        chain_state st;
+        if (auto r = chain_tail(size, st); r.status != write_status::ok) return r;
+        const std::uint64_t first_seq = st.seq + 1;
+
+        // A file not ending in '\n' (a line cut by a crash) gets one first.
+        buf_.clear();
+        if (size > 0) {
+            char last = '\n';
+            ssize_t n;
+            do n = ::pread(fd_, &last, 1, static_cast<off_t>(size - 1));
+            while (n < 0 && errno == EINTR);
+            if (n == 1 && last != '\n') buf_.push_back('\n');
+        }
+        std::string_view rest(plain);
+        std::string msg;
+        while (!rest.empty()) {
+            const auto nl = rest.find('\n');
+            std::string_view line = rest.substr(0, nl);
+            rest.remove_prefix(nl + 1);
+            line.remove_suffix(1);  // the closing '}'
+            const std::string seq = std::to_string(++st.seq);
+            msg.assign(line).append("\n").append(seq).append("\n").append(st.mac);
+            std::string mac = hmac_hex(s_.chain_key, msg);
+            buf_.append(line).append(chain_marker).append("{\"seq\":").append(seq);
+            buf_.append(",\"prev\":\"").append(st.mac).append("\",\"mac\":\"").append(mac);
+            buf_.append("\"}}\n");
+            st.mac = std::move(mac);
+        }
+
+        if (s_.fsync && regular_) unsynced_ = true;
+        if (auto r = write_all(buf_.data(), buf_.size()); r.status != write_status::ok) {
+            // Under the lock nobody else appended: cut the file back to where we began, so
+            // that the retry continues an unbroken chain.
+            if (regular_ && ::ftruncate(fd_, static_cast<off_t>(size)) == 0) partial_line_ = false;
+            return r;
+        }
+        partial_line_ = false;
+        if (unsynced_) (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+
+        if (pending_checkpoint_.seq > 0 && pending_checkpoint_.seq < first_seq &&
+            write_checkpoint(pending_checkpoint_, "every"))
+            pending_checkpoint_ = chain_state{};
+        if (st.seq / s_.checkpoint_every != (first_seq - 1) / s_.checkpoint_every) {
+            // The checkpoint must not claim a record that is not durable yet.
+            sync_fd();
+            if (sync_error_ != 0 || !write_checkpoint(st, "every")) pending_checkpoint_ = st;  // next batch tries again
+        }
+        if (buf_.capacity() > (std::size_t{16} << 20)) std::string().swap(buf_);
+        if (scratch_.capacity() > (std::size_t{16} << 20)) std::string().swap(scratch_);
         return write_result::success();
     }
 
@@ -199,13 +509,15 @@ private:
     write_result open_file() {
         bool made_dirs = false;
         for (int attempt = 0; attempt < 16; ++attempt) {
-            int fd = ::open(s_.path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+            // With a chain the tail is read back (pread) for the chain state.
+            const int rw = s_.chain_key.empty() ? O_WRONLY : O_RDWR;
+            int fd = ::open(s_.path.c_str(), rw | O_APPEND | O_CLOEXEC);
             if (fd >= 0) return adopt(fd);
             int err = errno;
             if (err == EINTR) continue;
             if (err != ENOENT) return open_failure("open", err);
 
-            fd = ::open(s_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC,
+            fd = ::open(s_.path.c_str(), rw | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC,
                         s_.mode);
             if (fd >= 0) {
                 // Exactly the configured bits, whatever the umask.
@@ -276,11 +588,11 @@ private:
 
     std::string backup_name(int i) const { return s_.path + "." + std::to_string(i); }
 
-    write_result rotate() {
+    write_result rotate(bool already_locked = false) {
         // Serialize rotation between processes sharing the file. The lock is on the inode
         // being rotated: a process that waited for it finds the path renamed and reopens.
-        bool locked = false;
-        for (;;) {
+        bool locked = already_locked;
+        while (!locked) {
             if (::flock(fd_, LOCK_EX) == 0) {
                 locked = true;
                 break;
@@ -382,6 +694,8 @@ private:
     bool dir_dirty_ = false;     // directory entries changed since the last directory fsync
     bool unsynced_ = false;      // fd_ has data written since its last fdatasync (fsync true)
     int sync_error_ = 0;         // errno of a failed fdatasync not yet reported by sync()
+    std::string scratch_;              // the batch's lines before chaining
+    chain_state pending_checkpoint_;   // a periodic checkpoint that could not be written yet
 };
 
 }  // namespace
@@ -405,6 +719,20 @@ std::unique_ptr<sink> make_file_sink(const std::string& name, const options& opt
     s.backups = static_cast<int>(std::clamp<std::int64_t>(opts.get_int("backups"), 0, 1000));
     s.fsync = opts.get_bool("fsync");
     s.mode = static_cast<mode_t>(std::clamp<std::int64_t>(opts.get_int("mode"), 0, 0777));
+    s.chain_key = opts.get_string("chain_key");
+    s.checkpoint_every = static_cast<std::uint64_t>(std::max<std::int64_t>(1, opts.get_int("checkpoint_every")));
+    s.checkpoint_path = opts.get_string("checkpoint_path");
+    if (s.checkpoint_path.empty()) s.checkpoint_path = s.path + ".checkpoints";
+    if (s.checkpoint_path.front() != '/') {
+        std::error_code ec;
+        auto abs = std::filesystem::absolute(s.checkpoint_path, ec);
+        if (!ec) s.checkpoint_path = abs.string();
+    }
+    if (!s.chain_key.empty() && s.backups == 0 && s.max_bytes > 0)
+        throw config_error(owner + ": option 'chain_key' needs 'backups' >= 1 (or max_bytes 0): "
+                           "with backups 0 rotation deletes the records the chain continues from");
+    if (!s.chain_key.empty() && s.checkpoint_path == s.path)
+        throw config_error(owner + ": option 'checkpoint_path' must differ from 'path'");
     return std::make_unique<file_sink>(name, std::move(s));
 }
 
