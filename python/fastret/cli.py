@@ -26,6 +26,9 @@ Commands:
   schema TYPE    print the job store's DDL for postgres, mysql or sqlite (tables, indexes and
                  a writer and a reader role), or apply it with --apply
   docs           print the configuration reference (generated from the sinks' option tables)
+  verify PATH    check the tamper-evident hash chain of a file sink's trail (chain_key):
+                 every record's HMAC across path.N ... path, and the checkpoints; exit 0 if
+                 intact, 1 with the first problem (file, line, seq), 2 on usage errors
 """
 
 SEGMENT_HEADER = b"FRSPOOL1"
@@ -271,6 +274,27 @@ def cmd_docs(_args):
     return 0
 
 
+def cmd_verify(args):
+    from fastret.verify import Broken, UsageError, read_key, verify  # noqa: PLC0415
+
+    try:
+        if not args.key_file:
+            raise UsageError("--key-file is required (the file holding the sink's chain_key)")
+        key = read_key(args.key_file)
+        report = verify(args.path, key, args.checkpoints, args.allow_rotated_away)
+    except UsageError as exc:
+        print(f"fastret verify: {exc}", file=sys.stderr)
+        return 2
+    except Broken as exc:
+        print(f"fastret verify: BROKEN: {exc}")
+        return 1
+    except OSError as exc:
+        print(f"fastret verify: {exc}", file=sys.stderr)
+        return 2
+    print(f"fastret verify: OK: {report.summary()}")
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="fastret", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -326,6 +350,20 @@ def build_parser():
 
     d = sub.add_parser("docs", help="print the configuration reference (Markdown)")
     d.set_defaults(func=cmd_docs)
+
+    v = sub.add_parser("verify", help="check the hash chain of a file sink's trail",
+                       description="Check a file sink's tamper-evident trail (chain_key): "
+                       "path.N (oldest) ... path.1, path; every record's HMAC, seq and prev, "
+                       "and the checkpoints. Exit 0: intact; 1: broken (the first problem, "
+                       "with file, line and seq); 2: usage error.")
+    v.add_argument("path", help="the sink's path (rotated files path.1 ... are found)")
+    v.add_argument("--key-file", help="file holding the chain key (mode 0600), as the sink's "
+                   "chain_key_file")
+    v.add_argument("--checkpoints", help="checkpoint file (default PATH.checkpoints)")
+    v.add_argument("--allow-rotated-away", action="store_true",
+                   help="accept a trail that starts after seq 1 because rotation deleted the "
+                   "oldest files (the checkpoints still tell which files must exist)")
+    v.set_defaults(func=cmd_verify)
     return p
 
 
