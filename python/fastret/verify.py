@@ -201,9 +201,17 @@ def check_chain(records: list[Record], checkpoints: list[Checkpoint],
     # Where the trail starts.
     if not first.mac_ok:
         raise Broken(f"record changed: {_where(first)}: MAC mismatch")
+    earlier = next((r for r in records if r.seq < first.seq), None)
+    if earlier is not None:
+        raise Broken(f"records out of order: {_where(first)} starts the trail; seq "
+                     f"{earlier.seq} comes later, at {earlier.file} line {earlier.line}")
     if first.seq != 1 or first.prev != ZERO_MAC:
         what = (f"the trail starts at seq {first.seq} ({first.file} line {first.line}): records "
                 f"1..{first.seq - 1} are gone")
+        if checkpoints and first.seq - 1 not in rotations:
+            raise Broken(f"records removed: seq 1..{first.seq - 1} missing before "
+                         f"{_where(first)}: no rotation ended at seq {first.seq - 1}, so the "
+                         "trail cannot start there")
         if not allow_rotated_away:
             raise Broken(f"{what} (rotated away, or removed); pass --allow-rotated-away if "
                          "rotation deleted them")
@@ -249,7 +257,7 @@ def check_chain(records: list[Record], checkpoints: list[Checkpoint],
                              f"{expected} comes later, at {later.file} line {later.line}")
             gap = f"seq {expected}..{r.seq - 1}" if r.seq - 1 > expected else f"seq {expected}"
             if r.first_in_file and r.file != last.file:
-                if last.seq in rotations:
+                if last.seq in rotations and r.seq - 1 in rotations:
                     raise Broken(f"rotated file missing: between {last.file} (ends at seq "
                                  f"{last.seq}) and {r.file} (starts at seq {r.seq}): {gap} "
                                  "missing")
