@@ -403,7 +403,8 @@ private:
         std::uint64_t size = 0;
         for (int attempt = 0;; ++attempt) {
             if (attempt >= 8)
-                return {write_status::retry, prefix() + "the file keeps being rotated, giving up for now"};
+                return {write_status::retry,
+                        prefix() + "the file keeps being rotated, giving up for now"};
             if (auto r = ensure_current(); r.status != write_status::ok) return r;
             if (!lock_fd()) return io_failure("lock", errno);
             held.fd = fd_;
@@ -474,7 +475,8 @@ private:
         if (st.seq / s_.checkpoint_every != (first_seq - 1) / s_.checkpoint_every) {
             // The checkpoint must not claim a record that is not durable yet.
             sync_fd();
-            if (sync_error_ != 0 || !write_checkpoint(st, "every")) pending_checkpoint_ = st;  // next batch tries again
+            // A checkpoint not written now is tried again with the next batch.
+            if (sync_error_ != 0 || !write_checkpoint(st, "every")) pending_checkpoint_ = st;
         }
         if (buf_.capacity() > (std::size_t{16} << 20)) std::string().swap(buf_);
         if (scratch_.capacity() > (std::size_t{16} << 20)) std::string().swap(scratch_);
@@ -720,7 +722,8 @@ std::unique_ptr<sink> make_file_sink(const std::string& name, const options& opt
     s.fsync = opts.get_bool("fsync");
     s.mode = static_cast<mode_t>(std::clamp<std::int64_t>(opts.get_int("mode"), 0, 0777));
     s.chain_key = opts.get_string("chain_key");
-    s.checkpoint_every = static_cast<std::uint64_t>(std::max<std::int64_t>(1, opts.get_int("checkpoint_every")));
+    s.checkpoint_every =
+        static_cast<std::uint64_t>(std::max<std::int64_t>(1, opts.get_int("checkpoint_every")));
     s.checkpoint_path = opts.get_string("checkpoint_path");
     if (s.checkpoint_path.empty()) s.checkpoint_path = s.path + ".checkpoints";
     if (s.checkpoint_path.front() != '/') {
