@@ -221,14 +221,15 @@ bool redactor::redact_value(std::string_view in, std::string& out) const {
     bool changed = false;
     for (int idx : which) {
         const auto* c = impl_->value_rules[static_cast<std::size_t>(idx)];
-        const int g = c->secret_group;
-        re2::StringPiece groups[16];
-        const int ngroups = std::min(g + 1, 16);
+        // As many slots as the secret group's number needs: a pattern may have any number of
+        // groups before it (a fixed array of 16 was read past its end).
+        const auto g = static_cast<std::size_t>(c->secret_group);
+        std::vector<re2::StringPiece> groups(g + 1);
         std::size_t pos = 0, copied = 0;
         next.clear();
         std::uint64_t hits = 0;
         while (pos <= text.size() &&
-               c->re->Match(text, pos, text.size(), RE2::UNANCHORED, groups, ngroups)) {
+               c->re->Match(text, pos, text.size(), RE2::UNANCHORED, groups.data(), static_cast<int>(groups.size()))) {
             const auto& part = groups[g].data() ? groups[g] : groups[0];
             const auto start = static_cast<std::size_t>(part.data() - text.data());
             const auto whole_end = static_cast<std::size_t>(groups[0].data() - text.data()) + groups[0].size();

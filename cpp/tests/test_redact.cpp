@@ -127,3 +127,17 @@ TEST_CASE("key globs are linear too and match the whole name", "[redact]") {
     CHECK(field(r, {}, key + "b") == field_action::mask);
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
 }
+
+TEST_CASE("a value pattern may have any number of groups before its secret group", "[redact]") {
+    // Found by fuzz_redact: the secret group's slot was looked up in a fixed array of 16.
+    std::string pattern, text;
+    for (int i = 0; i < 20; ++i) {
+        pattern += "(a)";
+        text += "a";
+    }
+    pattern += "=(?P<secret>[0-9]+)";
+    redactor r({{"many_groups", redact_kind::value, {pattern}, redact_mode::mask}}, "");
+    std::string out;
+    REQUIRE(r.redact_value(text + "=4711 rest", out));
+    CHECK(out == text + "=******** rest");
+}
