@@ -233,11 +233,18 @@ bool redactor::redact_value(std::string_view in, std::string& out) const {
             const auto& part = groups[g].data() ? groups[g] : groups[0];
             const auto start = static_cast<std::size_t>(part.data() - text.data());
             const auto whole_end = static_cast<std::size_t>(groups[0].data() - text.data()) + groups[0].size();
-            next.append(text, copied, start - copied);
-            next += c->rule.mode == redact_mode::hash ? pseudonym({part.data(), part.size()})
-                                                      : std::string(redaction_mask);
-            copied = start + part.size();
-            ++hits;
+            // RE2 tries every byte offset, so a pattern that can match nothing (`x*`, `\B`, "")
+            // also matches between the bytes of one UTF-8 character: there is nothing to mask
+            // there, and a mask would split the character.
+            const bool inside_char = part.empty() && start < text.size() &&
+                                     (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80;
+            if (!inside_char) {
+                next.append(text, copied, start - copied);
+                next += c->rule.mode == redact_mode::hash ? pseudonym({part.data(), part.size()})
+                                                          : std::string(redaction_mask);
+                copied = start + part.size();
+                ++hits;
+            }
             // An empty match must still move on.
             pos = whole_end > pos ? whole_end : pos + 1;
         }

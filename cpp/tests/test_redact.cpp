@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "fastret/config.hpp"
+#include "fastret/json_writer.hpp"
 #include "fastret/redact.hpp"
 
 using namespace fastret;
@@ -140,4 +141,21 @@ TEST_CASE("a value pattern may have any number of groups before its secret group
     std::string out;
     REQUIRE(r.redact_value(text + "=4711 rest", out));
     CHECK(out == text + "=******** rest");
+}
+
+TEST_CASE("a value pattern that can match nothing never splits a UTF-8 character", "[redact]") {
+    // Found by fuzz_redact: RE2 also finds an empty match between the bytes of one character,
+    // and a mask written there turned valid UTF-8 into invalid UTF-8.
+    for (const char* pattern : {"x*", "", R"(\B)"}) {
+        redactor r({{"empty", redact_kind::value, {pattern}, redact_mode::mask}}, "");
+        std::string out;
+        REQUIRE(r.redact_value("\xC3\xA9\xE2\x82\xAC", out));  // "é€"
+        CHECK(is_valid_utf8(out));
+        CHECK(out.find("\xC3\xA9") != std::string::npos);
+        CHECK(out.find("\xE2\x82\xAC") != std::string::npos);
+    }
+    redactor r({{"empty", redact_kind::value, {"x*"}, redact_mode::mask}}, "");
+    std::string out;
+    REQUIRE(r.redact_value("\xC3\xA9", out));
+    CHECK(out == "********\xC3\xA9********");
 }
