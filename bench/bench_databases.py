@@ -616,8 +616,8 @@ class Case:
         self.fastret = fastret
         self.reference = reference  # PgCopy | MyLoad
         self.unavailable = unavailable  # reason this case cannot run, or None
-        self.conn_opened = []  # per run
-        self.conn_open_after = []
+        self.kind = server.kind if server else None
+        self.at_load = None  # connections opened while the loader loaded the returners
 
 
 def run_case(case, rets, section, ctx):
@@ -1040,7 +1040,6 @@ def setup(args, base, results):
                     reference=refs.get(name) if not unavailable else None,
                     unavailable=unavailable)
         case.kind = kind
-        case.at_load = None
         if module:
             case.at_load = at_load.get(kind, {}).get(db, 0)
             if server is not None and server.global_counter and not fr:
@@ -1345,6 +1344,10 @@ def print_summary(results):
                                  f" {bf.fmt_ratio(r.get('vs_reference')):>8s}"))
         print("  ('vs ref': the rate over the server's bulk load into fastret's tables, or into "
               "the stock tables\n   when fastret's were not measured)")
+        for r in results["event_return"]:
+            if r.get("reference") and r.get("method"):
+                print(f"  {r['name']}: {r['method']}, {r['rows_per_statement']} rows per "
+                      f"statement, one commit each")
     if "returner" in results:
         print(f"{'returner() calls/s (median)':48s} {'rate':>12s} {'vs stock':>10s} "
               f"{'rows':>6s} {'conns':>6s}")

@@ -598,6 +598,7 @@ def run_rounds(cases, rounds, run_one, describe, out=None):
 
 INFO_NODELAY = "info: fastret_file batch_delay=0"
 INFO_RELAXED = "info: fastret_file delay=0 fsync=off spool=off"
+INFO_NOREDACT = "info: fastret_file redact=off"
 # Informational variants of fastret_file (not targets), each in its own process: Salt's loader
 # gives every loaded copy of a returner module the __opts__ of the loader that loaded it last,
 # so two loaders with different options cannot share one process (stock returners alike).
@@ -605,6 +606,8 @@ INFO_PROFILES = {
     "nodelay": (INFO_NODELAY, {"fastret_file.batch_max_delay_ms": 0}),
     "relaxed": (INFO_RELAXED, {"fastret_file.batch_max_delay_ms": 0, "fastret_file.fsync": False,
                                "fastret_file.spool": False}),
+    # fastret redacts with its default rules unless told not to: the price of that.
+    "noredact": (INFO_NOREDACT, {"fastret_file.redact": False}),
 }
 
 
@@ -733,6 +736,15 @@ def run_all(args, base, results, min_time, rounds, sc_runs, mem_events):
               f"{sum(x['delivered'] for x in st)} records delivered, "
               f"{'none lost or pending' if not undelivered else f'NOT delivered: {undelivered}'}",
               flush=True)
+        with_redaction = next(r["rate"] for r in rows if r["name"] == "fastret_file")
+        without = next(r["rate"] for r in rows if r["name"] == INFO_NOREDACT)
+        cost = 1.0 - with_redaction / without
+        results["redaction_cost"] = cost
+        print(f"  redaction (default rules) costs {cost * 100:.1f}% of fastret_file's "
+              f"event_return rate ({fmt_rate(with_redaction)} with, {fmt_rate(without)} without)",
+              flush=True)
+        targets.append({"name": "event_return: default redaction costs < 20%",
+                        "value": f"{cost * 100:.1f}%", "met": cost < 0.20})
         fr = rows[0]
         targets.append({"name": "event_return: fastret >= 10x rawfile_json",
                         "value": f"{fr['vs_rawfile_json']:.2f}x",

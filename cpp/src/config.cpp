@@ -292,8 +292,9 @@ const std::vector<option_spec>& common_sink_options() {
          "fsync period with spool_fsync interval"},
         {"spool_max_bytes", T::integer, "1073741824", false, 1 << 16, 1LL << 50, {},
          "cap on the spool's size on disk"},
-        {"spool_segment_bytes", T::integer, "67108864", false, 4096, 1LL << 40, {},
-         "size at which a new spool segment is started"},
+        {"spool_segment_bytes", T::integer, "4194304", false, 4096, 1LL << 40, {},
+         "size at which a new spool segment is started; delivered segments are deleted, so "
+         "small ones are gone before the page cache writes them to disk"},
         {"spool_full_policy", T::choice, "reject_new", false, INT64_MIN, INT64_MAX,
          {"reject_new", "drop_oldest"},
          "what a full spool does: refuse new records, or delete the oldest segment"},

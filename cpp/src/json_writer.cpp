@@ -2,8 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace fastret {
 
@@ -66,14 +71,40 @@ std::size_t invalid_span(std::string_view s, std::size_t i) noexcept {
     return k;
 }
 
-// Bytes copied as they are inside a JSON string: printable ASCII but '"' and '\\'.
-constexpr auto plain_ascii = [] {
-    std::array<bool, 256> t{};
-    for (int c = 0x20; c < 0x80; ++c) t[c] = c != '"' && c != '\\';
-    return t;
-}();
-
 }  // namespace
+
+// Strings in Salt data are mostly plain ASCII: 16 bytes are checked per step where SSE2
+// exists (every x86-64).
+std::size_t json_plain_prefix_long(std::string_view s) noexcept {
+    const char* p = s.data();
+    const std::size_t n = s.size();
+    std::size_t i = 0;
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i backslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    for (; i + 16 <= n; i += 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+        // A signed compare: bytes >= 0x80 are negative, so "< 0x20" catches them as well.
+        const __m128i special =
+            _mm_or_si128(_mm_cmplt_epi8(v, space),
+                         _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+        if (const int mask = _mm_movemask_epi8(special)) return i + static_cast<std::size_t>(__builtin_ctz(mask));
+    }
+#endif
+    while (i < n && json_plain_byte[static_cast<unsigned char>(p[i])]) ++i;
+    return i;
+}
+
+void json_appender::grow(std::size_t n) {
+    out_.resize(std::max(out_.size() * 2, pos_ + n + 256));
+}
+
+void json_appender::escaped_string(std::string_view s) {
+    out_.resize(pos_);
+    append_json_string(out_, s);
+    pos_ = out_.size();
+}
 
 bool is_valid_utf8(std::string_view s) noexcept {
     for (std::size_t i = 0; i < s.size();) {
@@ -90,10 +121,9 @@ void append_json_string(std::string& out, std::string_view s) {
     std::size_t i = 0;
     while (i < s.size()) {
         // Copy runs of plain ASCII in one go: the common case.
-        std::size_t run = i;
-        while (run < s.size() && plain_ascii[static_cast<unsigned char>(s[run])]) ++run;
-        out.append(s.data() + i, run - i);
-        i = run;
+        const std::size_t run = json_plain_prefix(s.substr(i));
+        out.append(s.data() + i, run);
+        i += run;
         if (i >= s.size()) break;
         auto c = static_cast<unsigned char>(s[i]);
         if (c >= 0x80) {

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -13,17 +14,17 @@ namespace {
 constexpr std::array<std::string_view, 6> kind_names = {
     "", "job_return", "job_load", "job_minions", "event", "job_endtime"};
 
-void put_u32(std::string& out, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+// Little-endian integers and length-prefixed strings, stored at a cursor into a buffer that
+// was sized beforehand.
+char* put_uint(char* p, std::uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    return p + bytes;
 }
 
-void put_u64(std::string& out, std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-void put_str(std::string& out, std::string_view s) {
-    put_u32(out, static_cast<std::uint32_t>(s.size()));
-    out.append(s);
+char* put_str(char* p, std::string_view s) {
+    p = put_uint(p, static_cast<std::uint32_t>(s.size()), 4);
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());
+    return p + s.size();
 }
 
 struct reader {
@@ -91,6 +92,12 @@ void digest_field(EVP_MD_CTX* ctx, std::string_view s) {
 }  // namespace
 
 std::string compute_record_id(const record& rec) {
+    std::string id;
+    compute_record_id(rec, id);
+    return id;
+}
+
+void compute_record_id(const record& rec, std::string& out) {
     thread_local sha256_context sha;
     // Length-prefixed fields: "ab"+"c" and "a"+"bc" hash differently.
     EVP_DigestInit_ex(sha.ctx, sha.md, nullptr);
@@ -105,12 +112,12 @@ std::string compute_record_id(const record& rec) {
     unsigned int len = 0;
     EVP_DigestFinal_ex(sha.ctx, digest, &len);
     static constexpr char hex[] = "0123456789abcdef";
-    std::string id(32, '0');
+    char id[32];
     for (int i = 0; i < 16; ++i) {
         id[2 * i] = hex[digest[i] >> 4];
         id[2 * i + 1] = hex[digest[i] & 0xf];
     }
-    return id;
+    out.assign(id, sizeof id);
 }
 
 std::int64_t now_us() noexcept {
@@ -120,20 +127,31 @@ std::int64_t now_us() noexcept {
 
 std::string serialize(const record& rec) {
     std::string out;
-    out.reserve(record_size(rec) + 40);
-    out.push_back(static_cast<char>(serial_version));
-    out.push_back(static_cast<char>(rec.kind));
-    put_u64(out, static_cast<std::uint64_t>(rec.ts_us));
-    out.push_back(static_cast<char>(rec.success));
-    out.push_back(rec.retcode ? 1 : 0);
-    put_u64(out, static_cast<std::uint64_t>(rec.retcode.value_or(0)));
-    put_str(out, rec.jid);
-    put_str(out, rec.minion);
-    put_str(out, rec.fun);
-    put_str(out, rec.tag);
-    put_str(out, rec.id);
-    put_str(out, rec.payload);
+    serialize_to(rec, out);
     return out;
+}
+
+void serialize_to(const record& rec, std::string& out) {
+    // version, kind, time, success, has retcode, retcode, then six length-prefixed strings
+    constexpr std::size_t fixed = 1 + 1 + 8 + 1 + 1 + 8 + 6 * 4;
+    const std::size_t start = out.size();
+    const std::size_t size = fixed + rec.jid.size() + rec.minion.size() + rec.fun.size() +
+                             rec.tag.size() + rec.id.size() + rec.payload.size();
+    if (out.capacity() < start + size) out.reserve(std::max(start + size, 2 * out.capacity()));
+    out.resize(start + size);
+    char* p = out.data() + start;
+    *p++ = static_cast<char>(serial_version);
+    *p++ = static_cast<char>(rec.kind);
+    p = put_uint(p, static_cast<std::uint64_t>(rec.ts_us), 8);
+    *p++ = static_cast<char>(rec.success);
+    *p++ = rec.retcode ? 1 : 0;
+    p = put_uint(p, static_cast<std::uint64_t>(rec.retcode.value_or(0)), 8);
+    p = put_str(p, rec.jid);
+    p = put_str(p, rec.minion);
+    p = put_str(p, rec.fun);
+    p = put_str(p, rec.tag);
+    p = put_str(p, rec.id);
+    put_str(p, rec.payload);
 }
 
 bool deserialize(std::string_view data, record& out) {

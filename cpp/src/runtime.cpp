@@ -91,6 +91,36 @@ std::chrono::milliseconds full_jitter_backoff(const sink_policy& p, unsigned att
 
 }  // namespace
 
+// The batch in flight. Retiring it keeps its records, and the next batch overwrites them, so
+// that their strings keep their storage: in the steady state filling a batch from the spool
+// allocates nothing.
+class record_batch {
+public:
+    // A record to overwrite, appended to the batch.
+    record& add() {
+        if (size_ == items_.size()) items_.emplace_back();
+        return items_[size_++];
+    }
+    void drop_last() noexcept { --size_; }
+    void clear() noexcept {
+        // A batch of huge records leaves no huge buffers behind.
+        for (std::size_t i = 0; i < size_; ++i)
+            if (items_[i].payload.capacity() > (std::size_t{1} << 20)) std::string().swap(items_[i].payload);
+        size_ = 0;
+    }
+    bool empty() const noexcept { return size_ == 0; }
+    std::size_t size() const noexcept { return size_; }
+    std::span<const record> records() const noexcept { return {items_.data(), size_}; }
+    record* begin() noexcept { return items_.data(); }
+    record* end() noexcept { return items_.data() + size_; }
+    const record* begin() const noexcept { return items_.data(); }
+    const record* end() const noexcept { return items_.data() + size_; }
+
+private:
+    std::vector<record> items_;
+    std::size_t size_ = 0;
+};
+
 // One sink's queue, batcher and retry loop. Fields marked (io) are touched only on the strand;
 // the rest under mu_.
 class sink_worker {
@@ -124,21 +154,19 @@ public:
         });
     }
 
+    // Records the worker may take (moved into the memory queue).
     std::uint64_t enqueue(std::vector<record>& records) {
+        if (policy_.spool) return enqueue_spool(records);
         std::size_t truncated = 0;
-        for (auto& r : records) {
-            if (r.payload.size() <= policy_.max_record_bytes) continue;
-            // The id of a cut record is taken over what it was, so that two different large
-            // payloads with the same head stay two records.
-            if (r.id.empty()) r.id = compute_record_id(r);
-            limit_payload_size(r.payload, policy_.max_record_bytes);
-            ++truncated;
-        }
-        // Other records get their id on the I/O thread (assign_ids): hashing costs about half
-        // a microsecond a record, which callers (Salt's processes) should not pay.
-        // The mode comes from the policy, not from spool_: release() resets spool_ at close.
-        if (policy_.spool) return enqueue_spool(records, truncated);
+        for (auto& r : records) truncated += cut_if_too_large(r) ? 1 : 0;
         return enqueue_memory(records, truncated);
+    }
+
+    // Records the caller keeps (serialized into the spool, or copied).
+    std::uint64_t enqueue(std::span<const record> records) {
+        if (policy_.spool) return enqueue_spool(records);
+        std::vector<record> copy(records.begin(), records.end());
+        return enqueue(copy);
     }
 
     bool flush_until(std::uint64_t ticket, std::chrono::milliseconds timeout) {
@@ -181,6 +209,12 @@ public:
             ++timer_gen_;
             timer_.cancel();
             housekeeping_.cancel();
+            // Written batches that were not synced yet: made durable if the sink can, else
+            // they stay in the spool and the next process writes them again.
+            if (group_.batches > 0 && sink_->sync().status == write_status::ok)
+                acknowledge(group_.end, group_.frames, group_.records, group_.bytes, true,
+                            group_.left_out_error, group_.left_out);
+            group_ = {};
             sink_->close();
             cv_.notify_all();
             done->set_value();
@@ -243,10 +277,52 @@ private:
         return ticket_;
     }
 
-    std::uint64_t enqueue_spool(std::vector<record>& records, std::size_t truncated) {
-        std::vector<std::string> frames;
-        frames.reserve(records.size());
-        for (const auto& r : records) frames.push_back(serialize(r));
+    // Applies the size limit. The id of a cut record is taken over what it was, so that two
+    // different large payloads with the same head stay two records. Other records get their
+    // id on the I/O thread (assign_ids): hashing costs about half a microsecond a record,
+    // which callers (Salt's processes) should not pay.
+    bool cut_if_too_large(record& r) const {
+        if (r.payload.size() <= policy_.max_record_bytes) return false;
+        if (r.id.empty()) r.id = compute_record_id(r);
+        limit_payload_size(r.payload, policy_.max_record_bytes);
+        return true;
+    }
+
+    // The serialized records of one enqueue_spool() call. A thread's next call reuses the
+    // buffer, so that appending a batch allocates nothing.
+    struct spool_frames {
+        std::string bytes;
+        std::vector<std::size_t> ends;
+        std::vector<std::string_view> views;
+        void clear() {
+            if (bytes.capacity() > (std::size_t{8} << 20)) std::string().swap(bytes);
+            bytes.clear();
+            ends.clear();
+            views.clear();
+        }
+    };
+
+    std::uint64_t enqueue_spool(std::span<const record> records) {
+        thread_local spool_frames buf;
+        buf.clear();
+        std::size_t truncated = 0;
+        for (const auto& r : records) {
+            if (r.payload.size() > policy_.max_record_bytes) {
+                record cut = r;
+                cut_if_too_large(cut);
+                serialize_to(cut, buf.bytes);
+                ++truncated;
+            } else {
+                serialize_to(r, buf.bytes);
+            }
+            buf.ends.push_back(buf.bytes.size());
+        }
+        std::size_t start = 0;
+        for (auto end : buf.ends) {
+            buf.views.emplace_back(buf.bytes.data() + start, end - start);
+            start = end;
+        }
+        const std::span<const std::string_view> frames(buf.views);
         {
             std::lock_guard lk(mu_);
             if (closed_) return refuse_closed_locked(frames.size());
@@ -346,6 +422,9 @@ private:
     // two threads at once): the delay is armed and cancelled on the strand.
     void request_pump_locked(bool now) {
         if (closed_) return;
+        // The batching delay waits for a batch to fill; once it is full, waiting longer only
+        // leaves the worker idle while records pile up.
+        if (state_ == pump_state::delayed && pending_locked() >= policy_.batch_max_records) now = true;
         if (now && state_ == pump_state::delayed) {
             state_ = pump_state::scheduled;
             asio::post(strand_, [this] {
@@ -353,6 +432,11 @@ private:
                 timer_.cancel();
                 on_pump();
             });
+            return;
+        }
+        if (state_ == pump_state::writing) {
+            // The running pass may already have looked for records: it must look again.
+            repump_ = true;
             return;
         }
         if (state_ != pump_state::idle) return;
@@ -392,36 +476,49 @@ private:
         });
     }
 
-    // (io) the deterministic record ids, for records that came without one.
-    void assign_ids() {
-        for (auto& r : inflight_)
-            if (r.id.empty()) r.id = compute_record_id(r);
+    // (io) the deterministic record ids, for records of the batch (from `first` on) that came
+    // without one.
+    void assign_ids(std::size_t first = 0) {
+        for (auto* r = inflight_.begin() + first; r != inflight_.end(); ++r)
+            if (r->id.empty()) compute_record_id(*r, r->id);
     }
 
     // (io) take the next batch, or keep the one that is waiting for a retry.
     bool fill_batch() {
         if (!inflight_.empty()) return true;
         if (spool_) {
-            std::vector<spool_entry> entries;
-            try {
-                entries = spool_->read(policy_.batch_max_records, policy_.batch_max_bytes);
-            } catch (const std::exception& e) {
-                report(40, fmt::format("spool read failed: {}", e.what()));
-                return false;
-            }
-            if (entries.empty()) return false;
-            inflight_.reserve(entries.size());
-            std::size_t bad = 0;
-            for (auto& e : entries) {
-                record r;
-                if (deserialize(e.payload, r))
-                    inflight_.push_back(std::move(r));
-                else
+            // Read a chunk at a time, hashing each chunk before the next: the spool's lock is
+            // held while frames are read, and callers' appends wait for it.
+            constexpr std::size_t read_chunk = 256;
+            std::size_t frames = 0, bad = 0, bytes = 0, hashed = 0;
+            const auto take = [&](std::string_view payload) {
+                bytes += payload.size();
+                if (!deserialize(payload, inflight_.add())) {
+                    inflight_.drop_last();
                     ++bad;
+                }
+            };
+            while (frames < policy_.batch_max_records && (frames == 0 || bytes < policy_.batch_max_bytes)) {
+                std::size_t n = 0;
+                try {
+                    n = spool_->read(std::min(read_chunk, policy_.batch_max_records - frames),
+                                     policy_.batch_max_bytes - std::min(bytes, policy_.batch_max_bytes),
+                                     take, inflight_end_);
+                } catch (const std::exception& e) {
+                    report(40, fmt::format("spool read failed: {}", e.what()));
+                    if (frames == 0) {
+                        inflight_.clear();
+                        return false;
+                    }
+                    break;  // deliver what was read
+                }
+                if (n == 0) break;
+                frames += n;
+                assign_ids(hashed);
+                hashed = inflight_.size();
             }
-            inflight_end_ = entries.back().end;
-            inflight_frames_ = entries.size();
-            assign_ids();
+            if (frames == 0) return false;
+            inflight_frames_ = frames;
             if (bad) {
                 std::lock_guard lk(mu_);
                 stats_.dropped += bad;
@@ -429,55 +526,56 @@ private:
             }
             return true;
         }
-        std::lock_guard lk(mu_);
-        std::size_t bytes = 0;
-        while (!queue_.empty() && inflight_.size() < policy_.batch_max_records) {
-            auto sz = record_size(queue_.front());
-            if (!inflight_.empty() && bytes + sz > policy_.batch_max_bytes) break;
-            bytes += sz;
-            inflight_.push_back(std::move(queue_.front()));
-            queue_.pop_front();
+        {
+            std::lock_guard lk(mu_);
+            std::size_t bytes = 0;
+            while (!queue_.empty() && inflight_.size() < policy_.batch_max_records) {
+                auto sz = record_size(queue_.front());
+                if (!inflight_.empty() && bytes + sz > policy_.batch_max_bytes) break;
+                bytes += sz;
+                inflight_.add() = std::move(queue_.front());
+                queue_.pop_front();
+            }
+            inflight_frames_ = inflight_.size();
+            taken_ = inflight_.size();
+            if (taken_) cv_.notify_all();  // room in the queue: wake producers blocked on overflow
         }
-        inflight_frames_ = inflight_.size();
         assign_ids();
-        taken_ = inflight_.size();
-        if (taken_) cv_.notify_all();  // room in the queue: wake producers blocked on overflow
         return !inflight_.empty();
     }
 
-    // (io) retire the in-flight batch after ok or drop.
-    // `left_out`: with delivered, records the sink reported it could not store (ok with
-    // write_result::dropped); they are counted as dropped, not delivered.
-    void retire_batch(bool delivered, const std::string& error, std::size_t left_out = 0) {
+    // (io) Acknowledge frames up to `end` (spool mode) and count what they held: `records`
+    // delivered (less `left_out`, records the sink reported it could not store: ok with
+    // write_result::dropped), or dropped when !delivered.
+    void acknowledge(const spool_position& end, std::size_t frames, std::size_t records,
+                     std::uint64_t bytes, bool delivered, const std::string& error,
+                     std::size_t left_out) {
         std::uint64_t own_before = spool_ ? spool_->acked_sequence() : 0;
         if (spool_) {
             try {
-                spool_->ack(inflight_end_);
+                spool_->ack(end);
             } catch (const std::exception& e) {
                 report(40, fmt::format("spool ack failed (records may be delivered again): {}", e.what()));
             }
         }
-        std::uint64_t bytes = 0;
-        for (const auto& r : inflight_) bytes += r.payload.size();
         std::lock_guard lk(mu_);
-        auto n = inflight_frames_;
         if (spool_) {
             // Waiters see the ack only now, with the counters: after flush_until() returns true,
             // stats() shows the records as delivered.
             spool_acked_ = spool_->acked_sequence();
             auto own = spool_acked_ - own_before;
-            auto earlier = n > own ? n - own : 0;  // frames from segments of earlier processes
+            auto earlier = frames > own ? frames - own : 0;  // frames from segments of earlier processes
             if (delivered) stats_.replayed += earlier;
             adopted_pending_ = spool_->has_unread();
         } else {
-            processed_ += n + evicted_behind_;  // see enqueue_memory()
+            processed_ += frames + evicted_behind_;  // see enqueue_memory()
             evicted_behind_ = 0;
             taken_ = 0;
-            pending_ -= std::min<std::uint64_t>(pending_, n);
+            pending_ -= std::min<std::uint64_t>(pending_, frames);
         }
         if (delivered) {
-            left_out = std::min(left_out, inflight_.size());
-            stats_.delivered += inflight_.size() - left_out;
+            left_out = std::min(left_out, records);
+            stats_.delivered += records - left_out;
             stats_.bytes += bytes;
             if (left_out) {
                 stats_.dropped += left_out;
@@ -486,14 +584,115 @@ private:
                                        left_out, error));
             }
         } else {
-            stats_.dropped += n;
+            stats_.dropped += frames;
             stats_.failed += 1;
             stats_.last_error = error;
-            report(40, fmt::format("{} record(s) dropped, the sink refused them: {}", n, error));
+            report(40, fmt::format("{} record(s) dropped, the sink refused them: {}", frames, error));
         }
+        cv_.notify_all();
+    }
+
+    std::uint64_t inflight_bytes() const {
+        std::uint64_t bytes = 0;
+        for (const auto& r : inflight_) bytes += r.payload.size();
+        return bytes;
+    }
+
+    void clear_inflight() {
         inflight_.clear();
         inflight_frames_ = 0;
         attempt_ = 0;
+    }
+
+    // (io) retire the in-flight batch after ok or drop (see acknowledge()).
+    void retire_batch(bool delivered, const std::string& error, std::size_t left_out = 0) {
+        acknowledge(inflight_end_, inflight_frames_, inflight_.size(), inflight_bytes(), delivered,
+                    error, left_out);
+        clear_inflight();
+    }
+
+    // (io) The batch in flight was written by a sink that defers its sync: it joins the group
+    // of batches the next sync() makes durable.
+    void join_group(const write_result& res) {
+        if (group_.batches == 0) group_.first_write = std::chrono::steady_clock::now();
+        ++group_.batches;
+        group_.end = inflight_end_;
+        group_.frames += inflight_frames_;
+        group_.records += inflight_.size();
+        group_.bytes += inflight_bytes();
+        group_.left_out += res.dropped;
+        if (res.dropped) group_.left_out_error = res.error;
+        clear_inflight();
+    }
+
+    // (io) Sync the group once it is large or old enough: the bound on how long its records
+    // wait to count as delivered, and on what a failed sync makes the worker write again.
+    bool group_due() const {
+        return group_.bytes >= 4 * policy_.batch_max_bytes ||
+               std::chrono::steady_clock::now() - group_.first_write >= policy_.batch_max_delay;
+    }
+
+    // (io) Make the group durable and acknowledge it. false: the sync failed; nothing of the
+    // group counts, its records (and the batch in flight) are read from the spool again
+    // after a backoff, or stay there when the sink stopped.
+    bool sync_group() {
+        if (group_.batches == 0) return true;
+        auto res = sink_->sync();
+        if (res.status == write_status::ok) {
+            acknowledge(group_.end, group_.frames, group_.records, group_.bytes, true,
+                        group_.left_out_error, group_.left_out);
+            group_ = {};
+            return true;
+        }
+        if (res.status == write_status::drop) res.status = write_status::retry;  // no such outcome here
+        group_ = {};
+        clear_inflight();
+        spool_->rewind();
+        on_failure(res, "sync");
+        return false;
+    }
+
+    // (io) A write or sync that failed: back off and retry (the batch in flight, if any, is
+    // offered again), or stop for good.
+    void on_failure(const write_result& res, std::string_view what) {
+        if (res.status == write_status::retry) {
+            ++attempt_;
+            // A peer's Retry-After is honoured (capped at an hour), never undercut.
+            auto delay = std::max<std::chrono::milliseconds>(
+                full_jitter_backoff(policy_, attempt_),
+                std::min<std::chrono::milliseconds>(res.retry_after, std::chrono::hours(1)));
+            {
+                std::lock_guard lk(mu_);
+                ++stats_.retried;
+                if (stats_.last_error != res.error || attempt_ == 1)
+                    report(30, fmt::format("{} failed, retrying in {} ms (attempt {}): {}", what,
+                                           delay.count(), attempt_, res.error));
+                stats_.last_error = res.error;
+                state_ = pump_state::backoff;
+            }
+            arm_timer(delay, pump_state::backoff);
+            return;
+        }
+        if (spool_) spool_->rewind();
+        std::lock_guard lk(mu_);
+        ++stats_.failed;
+        stats_.fatal = true;
+        stats_.last_error = res.error;
+        state_ = pump_state::fatal;
+        if (spool_) {
+            report(40, fmt::format("sink stopped (fatal): {}; records stay in the spool", res.error));
+        } else {
+            // Without a spool there is nowhere to keep them.
+            auto lost = inflight_.size() + queue_.size();
+            stats_.dropped += lost;
+            queue_.clear();
+            pending_ = 0;
+            taken_ = 0;
+            evicted_behind_ = 0;
+            report(40, fmt::format("sink stopped (fatal): {}; {} queued record(s) dropped (no spool)",
+                                   res.error, lost));
+        }
+        inflight_.clear();
         cv_.notify_all();
     }
 
@@ -502,9 +701,13 @@ private:
             std::lock_guard lk(mu_);
             if (closed_ || state_ == pump_state::fatal) return;
             state_ = pump_state::writing;
+            repump_ = false;
         }
         if (!fill_batch()) {
+            // Nothing more to write: what was written is made durable now.
+            if (!sync_group()) return;
             std::lock_guard lk(mu_);
+            if (repump_) return schedule_pass_locked();
             state_ = pump_state::idle;
             if (spool_) adopted_pending_ = false;
             cv_.notify_all();
@@ -514,65 +717,50 @@ private:
         if (inflight_.empty()) {
             res = write_result::success();  // every frame of the batch was undecodable
         } else {
-            res = sink_->write(inflight_);
+            res = sink_->write(inflight_.records());
         }
-        switch (res.status) {
-            case write_status::ok:
+        if (res.status == write_status::ok && sink_->defers_sync()) {
+            if (spool_) {
+                // Batches written back to back share one sync (group commit): the next pass
+                // writes the next batch, and the pass that finds nothing more syncs.
+                join_group(res);
+                if (group_due() && !sync_group()) return;
+            } else {
+                // Without a spool, the records of a batch that failed to sync exist only in
+                // the batch: it is synced alone, and written again if that fails.
+                auto synced = sink_->sync();
+                if (synced.status != write_status::ok) {
+                    if (synced.status == write_status::drop) synced.status = write_status::retry;
+                    on_failure(synced, "sync");
+                    return;
+                }
                 retire_batch(true, res.error, res.dropped);
-                break;
-            case write_status::drop:
-                retire_batch(false, res.error);
-                break;
-            case write_status::retry: {
-                ++attempt_;
-                auto delay = full_jitter_backoff(policy_, attempt_);
-                {
-                    std::lock_guard lk(mu_);
-                    ++stats_.retried;
-                    if (stats_.last_error != res.error || attempt_ == 1)
-                        report(30, fmt::format("write failed, retrying in {} ms (attempt {}): {}",
-                                               delay.count(), attempt_, res.error));
-                    stats_.last_error = res.error;
-                    state_ = pump_state::backoff;
-                }
-                arm_timer(delay, pump_state::backoff);
+            }
+        } else if (res.status == write_status::ok) {
+            retire_batch(true, res.error, res.dropped);
+        } else {
+            // The group goes first: its acknowledgement must not follow this batch's.
+            if (!sync_group()) return;
+            if (res.status != write_status::drop) {
+                on_failure(res, "write");
                 return;
             }
-            case write_status::fatal: {
-                if (spool_) spool_->rewind();
-                std::lock_guard lk(mu_);
-                ++stats_.failed;
-                stats_.fatal = true;
-                stats_.last_error = res.error;
-                state_ = pump_state::fatal;
-                if (spool_) {
-                    report(40, fmt::format("sink stopped (fatal): {}; records stay in the spool", res.error));
-                } else {
-                    // Without a spool there is nowhere to keep them.
-                    auto lost = inflight_.size() + queue_.size();
-                    stats_.dropped += lost;
-                    queue_.clear();
-                    pending_ = 0;
-                    taken_ = 0;
-                    evicted_behind_ = 0;
-                    report(40, fmt::format("sink stopped (fatal): {}; {} queued record(s) dropped (no spool)",
-                                           res.error, lost));
-                }
-                inflight_.clear();
-                cv_.notify_all();
-                return;
-            }
+            retire_batch(false, res.error);
         }
         std::lock_guard lk(mu_);
         state_ = pump_state::idle;
-        bool more = pending_locked() > 0 || adopted_pending_;
+        bool more = pending_locked() > 0 || adopted_pending_ || repump_ || group_.batches > 0;
         if (more) {
-            state_ = pump_state::scheduled;
-            asio::post(strand_, [this] { on_pump(); });
+            schedule_pass_locked();
         } else {
             // wait_drained() waits for idle; retire_batch() notified while still writing.
             cv_.notify_all();
         }
+    }
+
+    void schedule_pass_locked() {
+        state_ = pump_state::scheduled;
+        asio::post(strand_, [this] { on_pump(); });
     }
 
     // (io) every few seconds: adopt segments that other processes left behind, fsync on
@@ -611,10 +799,21 @@ private:
     std::unique_ptr<spool> spool_;
 
     // (io)
-    std::vector<record> inflight_;
+    record_batch inflight_;
     spool_position inflight_end_;
     std::size_t inflight_frames_ = 0;
     unsigned attempt_ = 0;
+    // Batches written but not yet made durable (sinks that defer their sync, spool mode).
+    struct unsynced_group {
+        std::size_t batches = 0;
+        spool_position end;       // after the group's last frame
+        std::size_t frames = 0;
+        std::size_t records = 0;
+        std::uint64_t bytes = 0;
+        std::size_t left_out = 0;  // records the sink could not store (ok with dropped)
+        std::string left_out_error;
+        std::chrono::steady_clock::time_point first_write;
+    } group_;
     std::uint64_t timer_gen_ = 0;  // bumped whenever timer_ is re-armed or cancelled
 
     // under mu_
@@ -634,6 +833,7 @@ private:
     bool adopted_pending_ = true;   // spool mode: earlier processes' frames may be waiting
     bool reported_closed_ = false;
     bool closed_ = false;
+    bool repump_ = false;  // records were requested while a pass ran: it must look again
 };
 
 // Sinks deliver in parallel up to this many I/O threads (one per sink): with two sinks, a
@@ -711,6 +911,7 @@ sink_id runtime::add_sink(std::string name, std::unique_ptr<sink> s, sink_policy
         if (w->name() == name)
             throw config_error(fmt::format("sink '{}' is defined twice", name));
     auto* im = impl_.get();
+    for (auto& w : s->warnings()) im->report(30, std::move(w));
     impl_->workers.push_back(std::make_unique<sink_worker>(
         impl_->io, name, std::move(s), std::move(policy),
         [im](int level, std::string text) { im->report(level, std::move(text)); }));
@@ -725,6 +926,10 @@ sink_id runtime::add_sink(std::string name, std::unique_ptr<sink> s, sink_policy
 std::uint64_t runtime::enqueue(sink_id id, std::vector<record> records) {
     auto& w = impl_->worker(id);
     return w.enqueue(records);
+}
+
+std::uint64_t runtime::enqueue(sink_id id, std::span<const record> records) {
+    return impl_->worker(id).enqueue(records);
 }
 
 bool runtime::flush_until(sink_id id, std::uint64_t ticket, std::chrono::milliseconds timeout) {

@@ -5,7 +5,11 @@
 #include "fastret/job_store.hpp"
 #include "fastret/sink.hpp"
 #include "sinks/file_sink.hpp"
+#include "sinks/logstash_sink.hpp"
+#include "sinks/mysql_sink.hpp"
+#include "sinks/postgres_sink.hpp"
 #include "sinks/sqlite_sink.hpp"
+#include "sinks/syslog_sink.hpp"
 
 namespace fastret {
 
@@ -25,7 +29,16 @@ const std::vector<sink_type_info>& sink_types() {
         {"file", "JSON lines appended to a local file, size-based rotation", &file_sink_options(),
          &make_file_sink},
         {"sqlite", "embedded job cache and event store (SQLite, WAL mode)", &sqlite_sink_options(),
-         &make_sqlite_sink, &open_sqlite_store, &sqlite_schema},
+         &make_sqlite_sink, &open_sqlite_store, &sqlite_schema, &apply_sqlite_schema},
+        {"postgres", "job cache and event store in PostgreSQL (pgjsonb-compatible tables, TLS)",
+         &postgres_sink_options(), &make_postgres_sink, &open_postgres_store, &postgres_schema,
+         &apply_postgres_schema_options},
+        {"mysql", "MariaDB job cache and event store (saltext-mysql schema)", &mysql_sink_options(),
+         &make_mysql_sink, &open_mysql_store, &mysql_schema, &apply_mysql_schema_options},
+        {"syslog", "RFC 5424/3164 syslog over UDP, TCP, TLS (RFC 5425) or the local socket",
+         &syslog_sink_options(), &make_syslog_sink},
+        {"logstash", "ECS JSON lines over TCP/TLS, HTTP(S) batches, GELF or CEF to Logstash",
+         &logstash_sink_options(), &make_logstash_sink},
     };
     return types;
 }
@@ -89,6 +102,13 @@ std::string job_store_schema(const std::string& type, const std::string& writer_
     const auto& info = store_type_or_throw(type);
     if (!info.schema) throw config_error(fmt::format("sink type '{}' has no schema", type));
     return info.schema(writer_role, reader_role);
+}
+
+void apply_job_store_schema(const std::string& type, const options& opts,
+                            const std::string& writer_role, const std::string& reader_role) {
+    const auto& info = store_type_or_throw(type);
+    if (!info.apply_schema) throw config_error(fmt::format("sink type '{}' has no schema", type));
+    info.apply_schema(opts, writer_role, reader_role);
 }
 
 }  // namespace fastret

@@ -153,6 +153,7 @@ constexpr std::size_t kWindow = 256 * 1024;          // read-ahead window for re
 constexpr std::size_t kWindowKeep = 4 * 1024 * 1024;  // shrink the window buffer past this
 constexpr std::size_t kMaxBatchFrames = 512;          // frames per pwritev (2 iovecs each)
 constexpr std::size_t kMaxBatchBytes = 4 * 1024 * 1024;
+constexpr std::uint64_t kPreallocStep = 1024 * 1024;  // disk blocks reserved ahead of appends
 // Adopted segments held at once (each holds a file descriptor, for its lock); the rest are
 // adopted by later read()s as these are delivered.
 constexpr std::size_t kMaxAdopted = 128;
@@ -344,6 +345,7 @@ struct segment {
     std::uint64_t frames = 0;        // own: frames appended; adopted: frames seen after `base`
     std::uint64_t acked_frames = 0;  // frames in [base, acked)
     std::uint64_t first_seq = 0;     // own: sequence number of the first frame
+    std::uint64_t allocated = 0;     // own: disk blocks reserved up to here (see preallocate())
     std::deque<std::uint64_t> inflight;  // end offsets of frames in (acked, read_off]
 };
 
@@ -372,6 +374,7 @@ struct spool::impl {
     std::uint64_t adopted = 0;
 
     std::chrono::steady_clock::time_point last_sync = std::chrono::steady_clock::now();
+    bool prealloc_works = true;  // false once fallocate() proved unsupported here
 
     // read-ahead window over one segment
     std::unique_ptr<char[]> win;
@@ -799,11 +802,31 @@ struct spool::impl {
         }
     };
 
+    // Reserves the current segment's disk blocks ahead of the write position, a step at a
+    // time (best effort: a file system without fallocate, or a full disk, just skips it).
+    // Appending into reserved blocks spares the caller the file system's per-page work of
+    // delayed allocation, which costs more than copying the data. The size of the file is
+    // not changed (readers see only what was written); a segment is deleted after delivery,
+    // and with it whatever it reserved.
+    void preallocate(segment* s, std::uint64_t upto) {
+        if (upto <= s->allocated || !prealloc_works) return;
+        const std::uint64_t len = std::max(upto - s->allocated, kPreallocStep);
+        if (::fallocate(s->fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(s->allocated),
+                        static_cast<off_t>(len)) == 0) {
+            s->allocated += len;
+        } else if (errno == EOPNOTSUPP || errno == ENOSYS) {
+            prealloc_works = false;
+        } else {
+            s->allocated = UINT64_MAX;  // no room now: this segment goes without
+        }
+    }
+
     // Writes the pending frames to the current segment. false: disk full (nothing of the batch
     // is kept). Throws on other I/O errors.
     bool flush(pending_batch& b, std::size_t& committed) {
         if (b.frames == 0) return true;
         segment* s = current;
+        preallocate(s, s->end + b.bytes);
         if (const int err = pwritev_all(s->fd, b.iov, s->end)) {
             if (::ftruncate(s->fd, static_cast<off_t>(s->end)) != 0) { /* best effort */ }
             b.clear();
@@ -928,7 +951,10 @@ struct spool::impl {
 
     // ---- read ----
 
-    std::vector<spool_entry> read(std::size_t max_frames, std::size_t max_bytes) {
+    // Hands up to max_frames frames (at most max_bytes, but at least one) to
+    // take(payload, segment, end offset), in order. Returns how many.
+    template <class Take>
+    std::size_t read(std::size_t max_frames, std::size_t max_bytes, Take&& take) {
         std::lock_guard<std::mutex> lock(mu);
         ensure_usage();
         if (!adopted_once) {
@@ -938,23 +964,24 @@ struct spool::impl {
                    })) {
             adopt();  // the adopted backlog is read: take the next orphans
         }
-        std::vector<spool_entry> out;
-        if (max_frames == 0) return out;
+        std::size_t count = 0;
+        if (max_frames == 0) return count;
         std::size_t bytes = 0;
         bool stop = false;
-        for (std::size_t i = 0; i < segs.size() && !stop && out.size() < max_frames;) {
+        for (std::size_t i = 0; i < segs.size() && !stop && count < max_frames;) {
             segment* s = segs[i].get();
-            while (s->read_off < s->end && out.size() < max_frames) {
+            while (s->read_off < s->end && count < max_frames) {
                 std::string_view payload;
                 std::uint64_t next = 0;
                 const frame_status st = parse_frame(s, s->read_off, payload, next);
                 if (st == frame_status::ok) {
-                    if (!out.empty() && bytes + payload.size() > max_bytes) {
+                    if (count > 0 && bytes + payload.size() > max_bytes) {
                         stop = true;
                         break;
                     }
                     bytes += payload.size();
-                    out.push_back(spool_entry{std::string(payload), spool_position{s->name, next}});
+                    take(payload, s->name, next);
+                    ++count;
                     s->read_off = next;
                     s->inflight.push_back(next);
                     if (!s->own && next > s->scanned) {
@@ -979,7 +1006,7 @@ struct spool::impl {
             ++i;
         }
         shrink_window();
-        return out;
+        return count;
     }
 
     // ---- ack ----
@@ -1112,7 +1139,20 @@ spool_append_result spool::append(std::span<const std::string_view> payloads) {
 }
 
 std::vector<spool_entry> spool::read(std::size_t max_frames, std::size_t max_bytes) {
-    return impl_->read(max_frames, max_bytes);
+    std::vector<spool_entry> out;
+    impl_->read(max_frames, max_bytes, [&](std::string_view payload, const std::string& seg, std::uint64_t end) {
+        out.push_back(spool_entry{std::string(payload), spool_position{seg, end}});
+    });
+    return out;
+}
+
+std::size_t spool::read(std::size_t max_frames, std::size_t max_bytes,
+                        const std::function<void(std::string_view)>& take, spool_position& end) {
+    return impl_->read(max_frames, max_bytes, [&](std::string_view payload, const std::string& seg, std::uint64_t off) {
+        take(payload);
+        if (end.segment != seg) end.segment = seg;
+        end.offset = off;
+    });
 }
 
 void spool::rewind() { impl_->rewind(); }

@@ -631,11 +631,4 @@ std::uint64_t sqlite_store::count(const std::string& table) {
     return static_cast<std::uint64_t>(st.int64(0));
 }
 
-void sqlite_store::execute_script(const std::string& sql) {
-    std::lock_guard lock(impl_->write_mu);
-    if (!impl_->writer.is_open())
-        throw store_error(write_status::fatal, "sqlite: store is closed (" + impl_->path.string() + ")");
-    impl_->writer.exec(sql.c_str());
-}
-
 }  // namespace fastret

@@ -916,9 +916,10 @@ TEST_CASE("a forked child does not keep its parent's segments locked", "[spool]"
     // backlog must be adoptable while the child still runs.
     temp_dir d;
     auto o = opts_for(d.path);
-    int up[2], down[2];
+    int up[2], down[2], started[2];
     REQUIRE(::pipe(up) == 0);
     REQUIRE(::pipe(down) == 0);
+    REQUIRE(::pipe(started) == 0);
     const pid_t writer = ::fork();
     REQUIRE(writer >= 0);
     if (writer == 0) {
@@ -932,12 +933,17 @@ TEST_CASE("a forked child does not keep its parent's segments locked", "[spool]"
             if (sp.append(std::span<const std::string>(v)).appended != 5) code = 2;
             const pid_t child = ::fork();
             if (child == 0) {
+                // fork() returned here, so the child's fork handlers have run: say so (the
+                // writer's fork() returns earlier, before the child is even scheduled).
+                if (::write(started[1], "s", 1) != 1) ::_exit(1);
                 char c;
                 // Lives until the test says so; never touches the inherited spool object.
                 static_cast<void>(::read(down[0], &c, 1));
                 ::_exit(0);
             }
             if (child < 0) code = 3;
+            char s = 0;
+            if (child > 0 && ::read(started[0], &s, 1) != 1) code = 6;
         } catch (...) {
             code = 5;
         }
@@ -947,6 +953,8 @@ TEST_CASE("a forked child does not keep its parent's segments locked", "[spool]"
     }
     ::close(up[1]);
     ::close(down[0]);
+    ::close(started[0]);
+    ::close(started[1]);
     char c = 0;
     REQUIRE(::read(up[0], &c, 1) == 1);
     int status = 0;

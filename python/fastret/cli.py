@@ -253,11 +253,8 @@ def cmd_schema(args):
     from fastret.salt_glue import coerce_options  # noqa: PLC0415
 
     options = coerce_options(args.type, options)
-    if args.type != "sqlite":
-        options["create_schema"] = False  # the script below creates it, roles included
     try:
-        store = nat.open_store(args.type, options)
-        store.execute_script(ddl)
+        nat.apply_store_schema(args.type, options, args.writer, args.reader)
     except nat.ConfigError as exc:
         raise ConfigError(str(exc)) from None
     except nat.StoreError as exc:

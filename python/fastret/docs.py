@@ -35,11 +35,13 @@ def config_reference() -> str:
            "minion/master config or pillar, `--return_config` profiles "
            "(`<profile>.<module>.<key>`) and `--return_kwargs`, e.g. `fastret_sqlite.path`. "
            "Modules: `fastret_sqlite` (sink type sqlite), `fastret_file` (sink type file), "
-           "`fastret_postgres` (sink type postgres), `fastret_mysql` (sink type mysql). "
+           "`fastret_postgres` (sink type postgres), `fastret_mysql` (sink type mysql), "
+           "`fastret_syslog` (sink type syslog), `fastret_logstash` (sink type logstash). "
            "`fastret_postgres` also reads the stock keys `returner.postgres.<key>` and "
            "`returner.pgjsonb.<key>` (host, port, db, user, pass, sslmode, sslrootcert, sslcert, "
            "sslkey, connect_timeout in seconds), `fastret_mysql` the stock `mysql.<key>` (host, "
-           "port, db, user, pass, ssl_ca, ssl_cert, ssl_key); its own keys win.\n",
+           "port, db, user, pass, ssl_ca, ssl_cert, ssl_key), `fastret_syslog` the stock "
+           "`syslog.<key>` (level, facility, tag, options); its own keys win.\n",
            "- Every secret option `k` (marked *secret* below) may instead be given as `k_file` "
            "(a file holding it, read at start and refused when group or others may read it) or "
            "`k_env` (an environment variable holding it). Secrets are never shown in errors, "

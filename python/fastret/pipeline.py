@@ -44,6 +44,10 @@ def close(timeout: float = CLOSE_TIMEOUT):
     if not nat.is_closed():
         nat.close(timeout)
     drain_messages()
+    counts = {k: v for k, v in nat.redaction_counts().items() if v}
+    if counts:
+        log.info("fastret: redacted in this process: %s",
+                 ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     _state["sink_ids"] = {}
 
 
@@ -107,6 +111,15 @@ class Pipeline:
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
+        self._redact = None
+
+    def _redactor(self):
+        """The compiled redaction rules (compiled once per process and spec), or None."""
+        if self.cfg.redact is None:
+            return None
+        if self._redact is None or self._redact[0] != os.getpid():
+            self._redact = (os.getpid(), native().redactor(self.cfg.redact))
+        return self._redact[1]
 
     def _targets(self, kind, fun, tag, success):
         if not self.cfg.routes:
@@ -127,7 +140,7 @@ class Pipeline:
         ids = _registered(self.cfg.sinks, logger)
         if ids:
             native().submit_events(ids, events, master_id, self.cfg.max_depth,
-                                   self.cfg.bytes_encoding == "base64")
+                                   self.cfg.bytes_encoding == "base64", self._redactor())
         drain_messages(logger)
 
     def submit(self, records, wait: float | None = None, logger=None) -> bool:
@@ -148,7 +161,7 @@ class Pipeline:
             if not ids:
                 continue
             tickets = nat.submit(ids, recs, self.cfg.max_depth,
-                                 self.cfg.bytes_encoding == "base64")
+                                 self.cfg.bytes_encoding == "base64", self._redactor())
             waits.extend(zip(ids, tickets))
         delivered = len(waits) > 0 or not by_target
         if wait:

@@ -287,6 +287,10 @@ STOCK_FALLBACKS = {
     "fastret_postgres": (("returner.postgres", _PG_KEYS), ("returner.pgjsonb", _PG_KEYS)),
     "fastret_mysql": (("mysql", {k: (k, _same) for k in ("host", "port", "db", "user", "pass",
                                                          "ssl_ca", "ssl_cert", "ssl_key")}),),
+    # The stock syslog returner's keys (syslog.level: LOG_INFO, syslog.facility: LOG_USER,
+    # syslog.tag, syslog.options: [LOG_PID, ...]); the sink accepts the LOG_* spellings.
+    "fastret_syslog": (("syslog", {k: (k, _same) for k in ("level", "facility", "tag",
+                                                           "options")}),),
 }
 
 
@@ -619,6 +623,8 @@ SINK_MODULES = {
     "fastret_file": "file",
     "fastret_postgres": "postgres",
     "fastret_mysql": "mysql",
+    "fastret_syslog": "syslog",
+    "fastret_logstash": "logstash",
 }
 
 
@@ -648,6 +654,10 @@ def _default_sink_options(virtualname: str, opts: dict) -> dict:
 
 def _destination(sink_opts: dict) -> str:
     """What identifies where a one-sink returner writes (never a secret)."""
+    if any(k in sink_opts for k in ("transport", "protocol", "host", "url")):
+        # Network sinks: the transport and the peer (a path is the unix socket or HTTP path).
+        return json.dumps([str(sink_opts.get(k, "")) for k in
+                           ("transport", "protocol", "host", "port", "path")])
     if "path" in sink_opts:
         return str(sink_opts["path"])
     keys = ("dsn", "host", "port", "unix_socket", "db", "user")

@@ -397,23 +397,46 @@ class DbServers:
         self.root = root
         self.info = {}
 
-    def server(self, kind: str) -> dict:
-        if kind not in self.info:
-            module = __import__(f"{kind}_server")
-            self.info[kind] = module.start(str(self.root / kind))
-        return self.info[kind]
+    def directory(self, kind: str, instance: str = "main") -> str:
+        return str(self.root / f"{kind}-{instance}")
 
-    def backend(self, kind: str, dbname: str) -> DbBackend:
+    def server(self, kind: str, instance: str = "main") -> dict:
+        """The session's server of `kind` (one per instance name: fault tests that stop and
+        kill servers get one of their own)."""
+        if (kind, instance) not in self.info:
+            module = __import__(f"{kind}_server")
+            self.info[(kind, instance)] = module.start(self.directory(kind, instance))
+        return self.info[(kind, instance)]
+
+    def control(self, kind: str, instance: str = "main"):
+        """(stop, start, kill) of a server, each without arguments."""
+        module, d = __import__(f"{kind}_server"), self.directory(kind, instance)
+        # postgres_server.stop() removes the data unless told not to; mysql_server's keeps it.
+        stop = (lambda: module.stop(d, remove=False)) if kind == "postgres" else (
+            lambda: module.stop(d))
+        return stop, (lambda: module.start(d)), (lambda: module.kill(d))
+
+    def backend(self, kind: str, name: str, instance: str = "main") -> DbBackend:
+        """A fresh database (named ft_<name>) on the session's server of `kind`."""
+        dbname = f"ft_{name}"
         if kind == "sqlite":
             return DbBackend("sqlite", "fastret_sqlite", {"path": str(self.root / f"{dbname}.db")})
-        info = self.server(kind)
-        module = __import__(f"{kind}_server")
-        module.create_database(info, dbname)
+        info = self.server(kind, instance)
+        create_database(kind, self.directory(kind, instance), info, dbname)
         return DbBackend(kind, f"fastret_{kind}", store_options(kind, info, dbname))
 
     def stop_all(self):
-        for kind in self.info:
-            __import__(f"{kind}_server").stop(str(self.root / kind))
+        for kind, instance in self.info:
+            __import__(f"{kind}_server").stop(self.directory(kind, instance))
+
+
+def create_database(kind: str, directory: str, info: dict, dbname: str) -> None:
+    """An empty database the fixture's unprivileged test user may use (and create tables in)."""
+    module = __import__(f"{kind}_server")
+    if kind == "mysql":
+        module.query(directory, f"CREATE DATABASE `{dbname}`")  # the user owns every ft_* db
+    else:
+        module.run_sql(directory, f'CREATE DATABASE "{dbname}" OWNER "{info["user"]}"')
 
 
 def store_options(kind: str, info: dict, dbname: str) -> dict:
@@ -430,6 +453,7 @@ def store_options(kind: str, info: dict, dbname: str) -> dict:
 @pytest.fixture(scope="session")
 def db_servers():
     root = Path(tempfile.mkdtemp(prefix="frdb-", dir="/tmp"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user and must reach its directory
     servers = DbServers(root)
     yield servers
     servers.stop_all()

@@ -78,9 +78,6 @@ public:
         const std::string& tag_glob, std::size_t limit) = 0;
     // Row count of "jids", "salt_returns" or "salt_events" (std::invalid_argument otherwise).
     virtual std::uint64_t count(const std::string& table) = 0;
-    // Runs SQL statements (the text of job_store_schema(), each ending with ";" and a newline)
-    // in order, for `fastret schema --apply`. Throws store_error on the first failure.
-    virtual void execute_script(const std::string& sql) = 0;
 };
 
 // Opens a store of a registered sink type ("sqlite", "postgres", "mysql") from that type's
@@ -94,5 +91,11 @@ std::unique_ptr<job_store> open_job_store(const std::string& type, const options
 // must be plain identifiers (config_error otherwise). Throws config_error for a type without one.
 std::string job_store_schema(const std::string& type, const std::string& writer_role,
                              const std::string& reader_role);
+
+// Connects with a type's validated options and applies job_store_schema() (for `fastret schema
+// --apply`; meant for an administrator's account that may create tables and roles). Throws
+// config_error or store_error.
+void apply_job_store_schema(const std::string& type, const options& opts,
+                            const std::string& writer_role, const std::string& reader_role);
 
 }  // namespace fastret

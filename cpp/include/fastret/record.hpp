@@ -36,6 +36,8 @@ struct record {
 // no two field splits collide), first 128 bits as hex. Same content, same id: a record
 // delivered twice can be de-duplicated by the receiver.
 std::string compute_record_id(const record& rec);
+// The same, into `out` (its storage is reused).
+void compute_record_id(const record& rec, std::string& out);
 
 // Current time as Unix microseconds.
 std::int64_t now_us() noexcept;
@@ -43,6 +45,9 @@ std::int64_t now_us() noexcept;
 // Binary form used by the spool. serialize() never fails; deserialize() returns false on
 // malformed input (it never reads outside `data`).
 std::string serialize(const record& rec);
+// Appends the binary form of `rec` to `out`.
+void serialize_to(const record& rec, std::string& out);
+// Overwrites every field of `out` (reusing its strings' storage).
 bool deserialize(std::string_view data, record& out);
 
 // Approximate in-memory / wire size of a record, used for batching by bytes.

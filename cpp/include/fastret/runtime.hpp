@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,9 @@ public:
     // the sink's I/O (only, with overflow=block and no spool, up to block_timeout on a full
     // queue). Returns a ticket: the sequence number flush_until() can wait for.
     std::uint64_t enqueue(sink_id id, std::vector<record> records);
+    // The same for records the caller keeps: they are serialized into the spool (or copied
+    // into the memory queue), never changed; one batch can go to several sinks this way.
+    std::uint64_t enqueue(sink_id id, std::span<const record> records);
 
     // Waits until every record enqueued to `id` up to `ticket` is acknowledged by the sink, or
     // the timeout passes. Returns true if delivered. Records not delivered stay queued (and in

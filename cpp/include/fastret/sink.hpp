@@ -14,11 +14,20 @@
 //  - fatal: the sink cannot work any more (bad credentials, schema missing); it stops
 //    accepting and keeps its records in the spool.
 //  - write() and close() are noexcept: errors are values on this path.
+//  - A sink whose destination makes data durable in a separate, costly step (a local file:
+//    write, then fdatasync) may defer that step: defers_sync() true. Its write() ok then
+//    means "written", and the runtime calls sync() before it counts anything as delivered,
+//    once for a group of batches (several batches written back to back share one
+//    fdatasync). sync() ok means every batch written before the call is durable; retry or
+//    fatal means none of them may be counted, and the runtime writes them again (a
+//    receiver may see some records twice; the record ids identify them).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "fastret/config.hpp"
 #include "fastret/record.hpp"
@@ -35,6 +44,9 @@ struct write_result {
     // With ok: records of the batch the sink had to leave out because they can never be
     // stored (the rest is durable); counted as dropped and reported with `error`.
     std::size_t dropped = 0;
+    // With retry: the peer asked for at least this pause (HTTP Retry-After); the runtime
+    // waits max(its backoff, retry_after), capped at one hour.
+    std::chrono::milliseconds retry_after{0};
     static write_result success() { return {}; }
 };
 
@@ -45,8 +57,14 @@ public:
     virtual std::string_view type() const noexcept = 0;
     // Deliver the batch (non-empty). One round trip.
     virtual write_result write(std::span<const record> batch) noexcept = 0;
+    // Two-phase delivery (see above). Both are called from the thread that calls write().
+    virtual bool defers_sync() const noexcept { return false; }
+    virtual write_result sync() noexcept { return write_result::success(); }
     // Release connections and files. Called once, from the thread that owns the sink.
     virtual void close() noexcept {}
+    // Warnings about the configuration the host's log must show every time the sink starts
+    // (e.g. TLS verification turned off); the runtime reports them when the sink is added.
+    virtual std::vector<std::string> warnings() const { return {}; }
 };
 
 class job_store;
@@ -62,6 +80,8 @@ struct sink_type_info {
     // validated options (see fastret/job_store.hpp), and gives the schema's DDL.
     std::unique_ptr<job_store> (*open_store)(const options& opts) = nullptr;
     std::string (*schema)(const std::string& writer_role, const std::string& reader_role) = nullptr;
+    void (*apply_schema)(const options& opts, const std::string& writer_role,
+                         const std::string& reader_role) = nullptr;
 };
 
 const std::vector<sink_type_info>& sink_types();

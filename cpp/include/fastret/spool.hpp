@@ -49,7 +49,7 @@ struct spool_options {
     fsync_policy fsync = fsync_policy::interval;
     std::uint32_t fsync_interval_ms = 1000;
     std::uint64_t max_bytes = 1ull << 30;        // cap on all segment bytes in `dir`
-    std::uint64_t segment_bytes = 64ull << 20;   // start a new segment past this size
+    std::uint64_t segment_bytes = 4ull << 20;    // start a new segment past this size
     spool_full_policy full_policy = spool_full_policy::reject_new;
 };
 
@@ -100,6 +100,11 @@ public:
     // cursor; frames handed out but never acknowledged are handed out again only after
     // rewind() (e.g. the worker gave up on a batch) or in a new process.
     std::vector<spool_entry> read(std::size_t max_frames, std::size_t max_bytes);
+    // The same without copying: each frame's payload is handed to `take`, valid only during
+    // that call (which must not call into the spool). Returns how many frames were read; when
+    // any, `end` is the position after the last one (for ack()).
+    std::size_t read(std::size_t max_frames, std::size_t max_bytes,
+                     const std::function<void(std::string_view)>& take, spool_position& end);
 
     // Put the read cursor back to the acknowledged position.
     void rewind();

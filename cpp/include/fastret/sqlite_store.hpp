@@ -68,7 +68,6 @@ public:
     std::vector<std::pair<std::string, std::string>> get_events(const std::string& tag_glob,
                                                                 std::size_t limit) override;
     std::uint64_t count(const std::string& table) override;
-    void execute_script(const std::string& sql) override;
 
     const std::filesystem::path& path() const noexcept;
 

@@ -1,5 +1,5 @@
 // JSON-lines encoding of records (see json_lines.hpp). Pure functions: no I/O, no locale,
-// no allocation beyond the output string.
+// no allocation beyond the output string, which is written through a json_appender.
 #include "encoders/json_lines.hpp"
 
 #include <cstring>
@@ -35,22 +35,6 @@ void put_digits(char* p, std::uint64_t v, int width) noexcept {
     }
 }
 
-void append_int(std::string& out, std::int64_t v) {
-    char buf[24];
-    auto res = std::to_chars(buf, buf + sizeof buf, v);
-    out.append(buf, res.ptr);
-}
-
-// "<sep>"key":"<escaped value>" for a non-empty string field.
-void append_string_field(std::string& out, std::string_view key, std::string_view value) {
-    if (value.empty()) return;
-    out.push_back(',');
-    out.push_back('"');
-    out.append(key);
-    out.append("\":");
-    append_json_string(out, value);
-}
-
 // RFC 3339 can only express years 0000..9999; clamp to the representable range so that the
 // output is always a valid timestamp (a record with such a time is garbage anyway).
 constexpr std::int64_t min_ts_us = -62135596800LL * 1000000;                  // 0001-01-01T00:00:00Z
@@ -58,7 +42,7 @@ constexpr std::int64_t max_ts_us = 253402300799LL * 1000000 + 999999;         //
 
 }  // namespace
 
-std::string format_rfc3339_us(std::int64_t ts_us) {
+void write_rfc3339_us(std::int64_t ts_us, char* p) noexcept {
     if (ts_us < min_ts_us) ts_us = min_ts_us;
     if (ts_us > max_ts_us) ts_us = max_ts_us;
     // Floor division: times before the epoch count backwards from the previous second.
@@ -79,8 +63,6 @@ std::string format_rfc3339_us(std::int64_t ts_us) {
     civil_from_days(days, y, m, d);
 
     // YYYY-MM-DDTHH:MM:SS.uuuuuuZ
-    std::string s(27, '\0');
-    char* p = s.data();
     put_digits(p, static_cast<std::uint64_t>(y), 4);
     p[4] = '-';
     put_digits(p + 5, m, 2);
@@ -95,6 +77,11 @@ std::string format_rfc3339_us(std::int64_t ts_us) {
     p[19] = '.';
     put_digits(p + 20, static_cast<std::uint64_t>(us), 6);
     p[26] = 'Z';
+}
+
+std::string format_rfc3339_us(std::int64_t ts_us) {
+    std::string s(rfc3339_us_size, '\0');
+    write_rfc3339_us(ts_us, s.data());
     return s;
 }
 
@@ -105,37 +92,46 @@ void encode_json_lines(std::span<const record> batch, std::string& out) {
                 r.tag.size() + r.payload.size();
     out.reserve(out.size() + need);
 
+    json_appender w(out);
+    // "<sep>"key":"<escaped value>" for a non-empty string field.
+    const auto string_field = [&](std::string_view key, std::string_view value) {
+        if (value.empty()) return;
+        w.put(key);
+        w.string(value);
+    };
     for (const auto& r : batch) {
         // "kind" and "time" are always present, so every later field can lead with a comma;
         // "id" goes first and is omitted only when empty.
-        out.push_back('{');
+        w.put('{');
         if (!r.id.empty()) {
-            out.append("\"id\":");
-            append_json_string(out, r.id);
-            out.push_back(',');
+            w.put("\"id\":");
+            w.string(r.id);
+            w.put(',');
         }
-        out.append("\"kind\":");
-        append_json_string(out, to_string(r.kind));
-        out.append(",\"time\":\"");
-        out.append(format_rfc3339_us(r.ts_us));
-        out.push_back('"');
-        append_string_field(out, "jid", r.jid);
-        append_string_field(out, "minion", r.minion);
-        append_string_field(out, "fun", r.fun);
-        append_string_field(out, "tag", r.tag);
-        if (r.success >= 0) out.append(r.success ? ",\"success\":true" : ",\"success\":false");
+        w.put("\"kind\":");
+        w.string(to_string(r.kind));
+        w.put(",\"time\":\"");
+        write_rfc3339_us(r.ts_us, w.room(rfc3339_us_size));
+        w.advance(rfc3339_us_size);
+        w.put('"');
+        string_field(",\"jid\":", r.jid);
+        string_field(",\"minion\":", r.minion);
+        string_field(",\"fun\":", r.fun);
+        string_field(",\"tag\":", r.tag);
+        if (r.success >= 0) w.put(r.success ? ",\"success\":true" : ",\"success\":false");
         if (r.retcode) {
-            out.append(",\"retcode\":");
-            append_int(out, *r.retcode);
+            w.put(",\"retcode\":");
+            char* p = w.room(24);
+            w.advance(static_cast<std::size_t>(std::to_chars(p, p + 24, *r.retcode).ptr - p));
         }
         // The payload is valid JSON by contract and embedded as is. An empty payload is not
         // JSON at all; write null rather than emit a line no reader could parse.
-        out.append(",\"data\":");
+        w.put(",\"data\":");
         if (r.payload.empty()) {
-            out.append("null");
+            w.put("null");
         } else {
-            const std::size_t start = out.size();
-            out.append(r.payload);
+            const std::size_t start = w.size();
+            w.put(r.payload);
             // Pretty-printed JSON may contain raw CR/LF; in valid JSON they can only be
             // insignificant whitespace (inside strings they must be escaped), so turning them
             // into spaces keeps one record per line without changing the value.
@@ -143,10 +139,10 @@ void encode_json_lines(std::span<const record> batch, std::string& out) {
             const auto* data = r.payload.data();
             const auto size = r.payload.size();
             if (std::memchr(data, '\n', size) || std::memchr(data, '\r', size))
-                for (std::size_t i = start; i < out.size(); ++i)
-                    if (out[i] == '\n' || out[i] == '\r') out[i] = ' ';
+                for (char* p = w.data() + start; p != w.data() + w.size(); ++p)
+                    if (*p == '\n' || *p == '\r') *p = ' ';
         }
-        out.append("}\n");
+        w.put("}\n");
     }
 }
 

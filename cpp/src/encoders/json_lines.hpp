@@ -14,4 +14,7 @@ namespace fastret {
 void encode_json_lines(std::span<const record> batch, std::string& out);
 // RFC 3339 UTC time with microseconds, e.g. 2026-11-27T08:15:52.123456Z
 std::string format_rfc3339_us(std::int64_t ts_us);
+// The same into p[0 .. rfc3339_us_size).
+inline constexpr std::size_t rfc3339_us_size = 27;
+void write_rfc3339_us(std::int64_t ts_us, char* p) noexcept;
 }  // namespace fastret

@@ -9,8 +9,12 @@
 //    continued. With O_APPEND the kernel appends each write() call at the current end of file,
 //    so processes sharing the file do not tear each other's batches (local file systems; NFS
 //    does not guarantee this).
-//  - fsync true: fdatasync() after each batch, and fsync() of the directory after the file
-//    was created or rotated, so ok means the lines survive a crash.
+//  - fsync true: the sink defers its sync (see sink.hpp): write() writes and starts the
+//    writeback (sync_file_range), sync() fdatasyncs, and fsyncs the directory after the file
+//    was created or rotated, so that a synced batch survives a crash. The runtime syncs once
+//    for a group of batches written back to back. Before the sink leaves a file it wrote to
+//    (rotation, another process's rotation, close), it fdatasyncs that file; a failed
+//    fdatasync is reported by the next sync(), so nothing written since the last sync counts.
 //  - Before each batch the path is stat()ed; if it no longer names the open inode (another
 //    process rotated or removed it) the sink reopens it.
 //  - Rotation: if current size > 0, max_bytes > 0 and size + batch > max_bytes, the sink
@@ -42,6 +46,7 @@
 #include <filesystem>
 #include <new>
 #include <system_error>
+#include <utility>
 
 #include "encoders/json_lines.hpp"
 
@@ -96,6 +101,19 @@ public:
 
     std::string_view type() const noexcept override { return "file"; }
 
+    bool defers_sync() const noexcept override { return s_.fsync; }
+
+    write_result sync() noexcept override {
+        try {
+            sync_fd();
+            if (const int err = std::exchange(sync_error_, 0)) return io_failure("fsync", err);
+            if (dir_dirty_ && regular_) return sync_dir();
+            return write_result::success();
+        } catch (...) {  // only an allocation of the message can throw
+            return {write_status::retry, "file sink: out of memory"};
+        }
+    }
+
     write_result write(std::span<const record> batch) noexcept override {
         try {
             return write_batch(batch);
@@ -141,25 +159,30 @@ private:
         }
 
         const std::size_t start = partial_line_ ? 0 : 1;
+        if (s_.fsync && regular_) unsynced_ = true;  // from the first byte written on
         if (auto r = write_all(buf_.data() + start, buf_.size() - start);
             r.status != write_status::ok)
             return r;
         partial_line_ = false;
-
-        if (s_.fsync && regular_) {
-            if (::fdatasync(fd_) != 0) {
-                int err = errno;
-                // After a failed fsync the kernel may have dropped the dirty pages; start
-                // from a fresh descriptor and let the batch be written again.
-                close_fd();
-                return io_failure("fsync", err);
-            }
-            if (dir_dirty_) {
-                if (auto r = sync_dir(); r.status != write_status::ok) return r;
-            }
-        }
+        // The disk can work on the batch while the next one is prepared: sync() then waits
+        // for less.
+        if (unsynced_) (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
         if (buf_.capacity() > (std::size_t{16} << 20)) std::string().swap(buf_);
         return write_result::success();
+    }
+
+    // fdatasync of what was written to fd_ since the last one. After a failed fdatasync the
+    // kernel may have dropped the dirty pages: the error is kept for sync() (so that the
+    // runtime writes those batches again) and the descriptor closed (the rewrite starts from
+    // a fresh one).
+    void sync_fd() noexcept {
+        if (!unsynced_) return;
+        unsynced_ = false;
+        if (fd_ < 0) return;
+        if (::fdatasync(fd_) != 0) {
+            sync_error_ = errno;
+            close_fd();
+        }
     }
 
     // Make fd_ refer to the inode the path names now (opening or reopening as needed).
@@ -334,6 +357,8 @@ private:
 
     void close_fd() noexcept {
         if (fd_ < 0) return;
+        sync_fd();  // a later sync() reaches only the file open then
+        if (fd_ < 0) return;
         if (partial_line_) {
             // Last chance to terminate a cut line in the file we are leaving.
             ssize_t m;
@@ -355,6 +380,8 @@ private:
     bool regular_ = true;
     bool partial_line_ = false;  // the file ends in a line we cut (write failed half-way)
     bool dir_dirty_ = false;     // directory entries changed since the last directory fsync
+    bool unsynced_ = false;      // fd_ has data written since its last fdatasync (fsync true)
+    int sync_error_ = 0;         // errno of a failed fdatasync not yet reported by sync()
 };
 
 }  // namespace

@@ -40,4 +40,9 @@ std::unique_ptr<job_store> open_sqlite_store(const options& opts) {
 
 std::string sqlite_schema(const std::string&, const std::string&) { return sqlite_schema_sql(); }
 
+// SQLite has no roles; opening a store creates (or completes) the schema.
+void apply_sqlite_schema(const options& opts, const std::string&, const std::string&) {
+    open_sqlite_store(opts);
+}
+
 }  // namespace fastret

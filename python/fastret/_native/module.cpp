@@ -6,9 +6,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <span>
+
 #include "encode.hpp"
 #include "fastret/config.hpp"
 #include "fastret/record.hpp"
+#include "fastret/redact.hpp"
 #include "fastret/runtime.hpp"
 #include "fastret/sink.hpp"
 #include "fastret/spool.hpp"
@@ -79,86 +82,110 @@ record_kind parse_kind(const std::string& kind) {
     return *k;
 }
 
-// A header field (jid, minion id, fun, tag) as UTF-8: None is empty, other types via str(),
-// lone surrogates kept as bytes for the JSON layer to replace.
-std::string text(py::handle h) {
-    if (!h || h.is_none()) return {};
-    if (PyUnicode_Check(h.ptr())) {
-        Py_ssize_t n = 0;
-        const char* p = PyUnicode_AsUTF8AndSize(h.ptr(), &n);
-        if (p) return std::string(p, static_cast<std::size_t>(n));
-        PyErr_Clear();
-    }
-    auto s = py::str(h);
-    py::bytes b = py::reinterpret_steal<py::bytes>(
-        PyUnicode_AsEncodedString(s.ptr(), "utf-8", "surrogatepass"));
-    return b.cast<std::string>();
-}
-
 // A record's fields from Python: (kind, jid, minion, fun, tag, success, retcode, data).
 // `data` is encoded here; the rest are plain strings (str() for anything else).
-record make_record(const py::tuple& t, const py_bind::encode_options& eo) {
+void fill_record(record& r, const py::tuple& t, const py_bind::encode_options& eo) {
     if (t.size() != 8) throw py::value_error("record tuple must have 8 items");
-    record r;
     r.kind = parse_kind(t[0].cast<std::string>());
     r.ts_us = now_us();
-    r.jid = text(t[1]);
-    r.minion = text(t[2]);
-    r.fun = text(t[3]);
-    r.tag = text(t[4]);
+    r.id.clear();  // given on the I/O thread
+    py_bind::assign_text(r.jid, t[1]);
+    py_bind::assign_text(r.minion, t[2]);
+    py_bind::assign_text(r.fun, t[3]);
+    py_bind::assign_text(r.tag, t[4]);
     if (t[5].is_none()) r.success = -1;
     else r.success = py::bool_(t[5]).cast<bool>() ? 1 : 0;
+    r.retcode.reset();
     if (!t[6].is_none()) {
         try {
             r.retcode = t[6].cast<std::int64_t>();
         } catch (const py::cast_error&) {
         }
     }
-    r.payload = py_bind::encode_python(t[7], eo);
-    return r;
+    r.payload.clear();
+    py_bind::append_python(r.payload, t[7], eo);
 }
 
 // An event from Salt's event bus ({"tag": ..., "data": ...}) as a record, built here rather
 // than through a Python tuple: event_return() hands over hundreds at a time.
-record make_event_record(py::handle event, const std::string& master_id,
-                         const py_bind::encode_options& eo) {
-    // Interned key objects, made once: PyDict_GetItemString would build and hash a new str
-    // for every lookup, five per event.
-    static PyObject* const k_tag = PyUnicode_InternFromString("tag");
-    static PyObject* const k_data = PyUnicode_InternFromString("data");
-    static PyObject* const k_jid = PyUnicode_InternFromString("jid");
-    static PyObject* const k_fun = PyUnicode_InternFromString("fun");
-    static PyObject* const k_success = PyUnicode_InternFromString("success");
-    record r;
+void fill_event_record(record& r, PyObject* ev, const std::string& master_id,
+                       const py_bind::encode_options& eo) {
     r.kind = record_kind::event;
     r.ts_us = now_us();
+    r.id.clear();  // given on the I/O thread
     r.minion = master_id;
-    PyObject* ev = event.ptr();
+    r.success = -1;
+    r.retcode.reset();
+    PyObject* tag = nullptr;
     PyObject* data = nullptr;
-    if (PyDict_Check(ev)) {
-        r.tag = text(PyDict_GetItemWithError(ev, k_tag));
-        data = PyDict_GetItemWithError(ev, k_data);  // borrowed
+    // The two keys are found by walking the dict: cheaper than two hashed lookups.
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(ev, &pos, &k, &v)) {
+        if (py_bind::str_equals(k, "tag")) tag = v;
+        else if (py_bind::str_equals(k, "data")) data = v;
     }
-    if (data && PyDict_Check(data)) {
-        r.jid = text(PyDict_GetItemWithError(data, k_jid));
-        r.fun = text(PyDict_GetItemWithError(data, k_fun));
-        PyObject* ok = PyDict_GetItemWithError(data, k_success);
-        if (ok && ok != Py_None) r.success = PyObject_IsTrue(ok) == 1 ? 1 : 0;
-    }
-    if (PyErr_Occurred()) PyErr_Clear();  // a key whose __eq__ raised: treated as absent
-    r.payload = data ? py_bind::encode_python(data, eo) : std::string("null");
-    return r;
+    // Held: encoding runs __str__ of odd leaves, which could change the event dict.
+    const auto tag_ref = py::reinterpret_borrow<py::object>(tag);
+    const auto data_ref = py::reinterpret_borrow<py::object>(data);
+    py_bind::assign_text(r.tag, tag_ref);
+    r.payload.clear();
+    py_bind::event_fields fields;
+    if (data) py_bind::append_event_data(r.payload, data_ref, eo, fields);
+    else r.payload = "null";
+    py_bind::assign_text(r.jid, fields.jid);
+    py_bind::assign_text(r.fun, fields.fun);
+    if (fields.success && !fields.success.is_none())
+        r.success = PyObject_IsTrue(fields.success.ptr()) == 1 ? 1 : 0;
+    if (PyErr_Occurred()) PyErr_Clear();  // a failing __bool__: success stays unknown
 }
 
+// The records of one submit call. A thread's next call reuses them, so that their strings
+// keep their storage instead of being allocated again for every record. A nested call on the
+// same thread (from Python code run while encoding) gets fresh ones.
+class record_scratch {
+public:
+    record_scratch() : owner_(!in_use_) {
+        if (owner_) in_use_ = true;
+    }
+    ~record_scratch() {
+        if (!owner_) return;
+        // A batch with huge records leaves no huge buffers behind.
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < used_; ++i) kept += shared_[i].payload.capacity();
+        if (kept > (std::size_t{8} << 20)) shared_.clear();
+        in_use_ = false;
+    }
+    record_scratch(const record_scratch&) = delete;
+    record_scratch& operator=(const record_scratch&) = delete;
+
+    // The next record to fill (its fields hold the values of an earlier call).
+    record& next() {
+        auto& v = records();
+        if (used_ == v.size()) v.emplace_back();
+        return v[used_++];
+    }
+    std::span<const record> filled() { return {records().data(), used_}; }
+
+private:
+    std::vector<record>& records() { return owner_ ? shared_ : own_; }
+
+    static thread_local std::vector<record> shared_;
+    static thread_local bool in_use_;
+    bool owner_;
+    std::vector<record> own_;
+    std::size_t used_ = 0;
+};
+
+thread_local std::vector<record> record_scratch::shared_;
+thread_local bool record_scratch::in_use_ = false;
+
 std::vector<std::uint64_t> enqueue_all(const std::vector<std::size_t>& sinks,
-                                       std::vector<record> batch) {
+                                       std::span<const record> batch) {
     std::vector<std::uint64_t> tickets;
     py::gil_scoped_release release;  // spool append and queueing: C++ data only
     auto& rt = runtime::instance();
-    for (std::size_t i = 0; i < sinks.size(); ++i) {
-        if (i + 1 == sinks.size()) tickets.push_back(rt.enqueue(sinks[i], std::move(batch)));
-        else tickets.push_back(rt.enqueue(sinks[i], batch));
-    }
+    for (auto sink : sinks) tickets.push_back(rt.enqueue(sink, batch));
     return tickets;
 }
 
@@ -200,31 +227,32 @@ PYBIND11_MODULE(_native, m) {
     m.def(
         "submit",
         [](const std::vector<std::size_t>& sinks, const py::list& records, std::size_t max_depth,
-           bool bytes_base64) {
-            py_bind::encode_options eo{max_depth, bytes_base64};
-            std::vector<record> batch;
-            batch.reserve(records.size());
-            for (auto item : records) batch.push_back(make_record(item.cast<py::tuple>(), eo));
-            return enqueue_all(sinks, std::move(batch));
+           bool bytes_base64, const redactor* redact) {
+            py_bind::encode_options eo{max_depth, bytes_base64, redact};
+            record_scratch batch;
+            for (auto item : records) fill_record(batch.next(), item.cast<py::tuple>(), eo);
+            return enqueue_all(sinks, batch.filled());
         },
         py::arg("sinks"), py::arg("records"), py::arg("max_depth") = 100,
-        py::arg("bytes_base64") = false,
+        py::arg("bytes_base64") = false, py::arg("redactor") = py::none(),
         "Encode records (tuples of kind, jid, minion, fun, tag, success, retcode, data) and hand "
         "them to each sink. Returns one ticket per sink for flush_until().");
 
     m.def(
         "submit_events",
         [](const std::vector<std::size_t>& sinks, const py::list& events,
-           const std::string& master_id, std::size_t max_depth, bool bytes_base64) {
-            py_bind::encode_options eo{max_depth, bytes_base64};
-            std::vector<record> batch;
-            batch.reserve(events.size());
+           const std::string& master_id, std::size_t max_depth, bool bytes_base64,
+           const redactor* redact) {
+            py_bind::encode_options eo{max_depth, bytes_base64, redact};
+            record_scratch batch;
+            py_bind::warm_up({reinterpret_cast<PyListObject*>(events.ptr())->ob_item,
+                              static_cast<std::size_t>(PyList_GET_SIZE(events.ptr()))});
             for (auto ev : events)
-                if (PyDict_Check(ev.ptr())) batch.push_back(make_event_record(ev, master_id, eo));
-            return enqueue_all(sinks, std::move(batch));
+                if (PyDict_Check(ev.ptr())) fill_event_record(batch.next(), ev.ptr(), master_id, eo);
+            return enqueue_all(sinks, batch.filled());
         },
         py::arg("sinks"), py::arg("events"), py::arg("master_id"), py::arg("max_depth") = 100,
-        py::arg("bytes_base64") = false,
+        py::arg("bytes_base64") = false, py::arg("redactor") = py::none(),
         "Encode Salt events ({'tag': ..., 'data': ...}; other items are skipped) as records and "
         "hand them to each sink. Returns one ticket per sink.");
 

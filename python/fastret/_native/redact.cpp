@@ -15,6 +15,9 @@ namespace fastret::py_bind {
 
 namespace {
 
+std::mutex cache_mu;
+std::map<std::string, std::shared_ptr<redactor>> cache;  // spec JSON -> compiled rules
+
 redact_mode mode_of(const std::string& m) {
     if (m == "mask") return redact_mode::mask;
     if (m == "drop") return redact_mode::drop;
@@ -64,11 +67,9 @@ void register_redact(py::module_& m) {
         [](const py::dict& spec) {
             // One compiled object per distinct spec: compiling RE2 sets is not free, and the
             // counters should add up across the pipelines of a process.
-            static std::mutex mu;
-            static std::map<std::string, std::shared_ptr<redactor>> cache;
             auto json = py::module_::import("json");
             auto key = json.attr("dumps")(spec, py::arg("sort_keys") = true).cast<std::string>();
-            std::lock_guard lock(mu);
+            std::lock_guard lock(cache_mu);
             auto it = cache.find(key);
             if (it != cache.end()) return it->second;
             auto r = build(spec);
@@ -76,6 +77,16 @@ void register_redact(py::module_& m) {
             return r;
         },
         py::arg("spec"), "The compiled redactor of a redaction spec (cached per spec).");
+    m.def(
+        "redaction_counts",
+        [] {
+            std::map<std::string, std::uint64_t> total;
+            std::lock_guard lock(cache_mu);
+            for (const auto& [_, r] : cache)
+                for (const auto& [name, n] : r->counts()) total[name] += n;
+            return total;
+        },
+        "Matches per redaction rule name in this process, over every redactor.");
 }
 
 }  // namespace fastret::py_bind

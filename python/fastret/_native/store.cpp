@@ -50,8 +50,7 @@ void register_store(py::module_& m) {
         .def("clean_old_jobs", &S::clean_old_jobs, py::arg("cutoff_us"), released)
         .def("get_events", &S::get_events, py::arg("tag_glob") = "*", py::arg("limit") = 100,
              released)
-        .def("count", &S::count, py::arg("table"), released)
-        .def("execute_script", &S::execute_script, py::arg("sql"), released);
+        .def("count", &S::count, py::arg("table"), released);
 
     m.def("open_store", &open_store, py::arg("type"), py::arg("config"),
           "Open the job store of a sink type with that sink's options; raises ConfigError for "
@@ -67,6 +66,20 @@ void register_store(py::module_& m) {
     m.def("store_schema", &job_store_schema, py::arg("type"), py::arg("writer_role") = "salt_writer",
           py::arg("reader_role") = "salt_reader",
           "The schema DDL of a database backend, with its writer and reader roles.");
+    m.def(
+        "apply_store_schema",
+        [](const std::string& type, const py::dict& config, const std::string& writer,
+           const std::string& reader) {
+            const auto* info = find_sink_type(type);
+            if (!info) make_sink("job store", type, {});  // throws the unknown-type error
+            auto opts = validate_sink_options("job store", *info, to_config_map(config));
+            py::gil_scoped_release release;  // talks to the database: no Python object touched
+            apply_job_store_schema(type, opts, writer, reader);
+        },
+        py::arg("type"), py::arg("config"), py::arg("writer_role") = "salt_writer",
+        py::arg("reader_role") = "salt_reader",
+        "Apply the schema (tables, indexes, roles) with a store's options; raises ConfigError "
+        "or StoreError.");
 }
 
 }  // namespace fastret::py_bind

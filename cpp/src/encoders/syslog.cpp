@@ -1,0 +1,318 @@
+#include "encoders/syslog.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstring>
+
+#include "encoders/json_lines.hpp"
+
+namespace fastret {
+
+namespace {
+
+constexpr std::size_t sd_value_max = 128;
+constexpr std::string_view sd_id = "salt@32473";
+
+std::size_t utf8_seq_len(const unsigned char* p, std::size_t left) noexcept {
+    unsigned char c = p[0];
+    std::size_t n;
+    std::uint32_t cp;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; }
+    else return 0;
+    if (left < n) return 0;
+    for (std::size_t i = 1; i < n; ++i) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+// Largest prefix length <= n that does not cut a UTF-8 sequence.
+std::size_t utf8_cut(std::string_view s, std::size_t n) noexcept {
+    if (n >= s.size()) return s.size();
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+    return n;
+}
+
+void append_uint(std::string& out, std::uint64_t v) {
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
+}
+
+void append_param(std::string& out, std::string_view name, std::string_view value) {
+    if (value.empty()) return;
+    out.push_back(' ');
+    out.append(name);
+    out.append("=\"");
+    append_sd_value(out, value);
+    out.push_back('"');
+}
+
+// The MSG text of a record: payload with CR/LF as spaces (they can only be JSON whitespace).
+void append_msg(std::string& out, std::string_view payload) {
+    std::size_t start = out.size();
+    out.append(payload.empty() ? std::string_view("null") : payload);
+    if (std::memchr(payload.data(), '\n', payload.size()) ||
+        std::memchr(payload.data(), '\r', payload.size()))
+        for (std::size_t i = start; i < out.size(); ++i)
+            if (out[i] == '\n' || out[i] == '\r') out[i] = ' ';
+}
+
+std::string hostname_of(const record& rec, const syslog_format& f) {
+    if (!f.hostname.empty()) return syslog_header_field(f.hostname, 255);
+    if (!rec.minion.empty()) return syslog_header_field(rec.minion, 255);
+    return syslog_header_field(f.local_hostname, 255);
+}
+
+int pri_of(const record& rec, const syslog_format& f) {
+    return f.facility * 8 + (rec.success == 0 ? f.failure_severity : f.severity);
+}
+
+// "<PRI>1 TS HOST APP PROCID MSGID "
+void rfc5424_header(std::string& out, const record& rec, const syslog_format& f) {
+    out.push_back('<');
+    append_uint(out, static_cast<std::uint64_t>(pri_of(rec, f)));
+    out.append(">1 ");
+    out.append(format_rfc3339_us(rec.ts_us));
+    out.push_back(' ');
+    out.append(hostname_of(rec, f));
+    out.push_back(' ');
+    out.append(syslog_header_field(f.app_name, 48));
+    out.push_back(' ');
+    out.append(syslog_header_field(f.procid, 128));
+    out.push_back(' ');
+    out.append(syslog_header_field(to_string(rec.kind), 32));
+    out.push_back(' ');
+}
+
+// "[salt@32473 ... " without the closing bracket.
+void rfc5424_sd_open(std::string& out, const record& rec) {
+    out.push_back('[');
+    out.append(sd_id);
+    append_param(out, "id", rec.id);
+    append_param(out, "kind", to_string(rec.kind));
+    append_param(out, "jid", rec.jid);
+    append_param(out, "minion", rec.minion);
+    append_param(out, "fun", rec.fun);
+    append_param(out, "tag", rec.tag);
+    if (rec.success >= 0) append_param(out, "success", rec.success ? "true" : "false");
+    if (rec.retcode) {
+        out.append(" retcode=\"");
+        char buf[24];
+        auto r = std::to_chars(buf, buf + sizeof buf, *rec.retcode);
+        out.append(buf, r.ptr);
+        out.push_back('"');
+    }
+}
+
+constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+// "<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: "
+void rfc3164_header(std::string& out, const record& rec, const syslog_format& f) {
+    out.push_back('<');
+    append_uint(out, static_cast<std::uint64_t>(pri_of(rec, f)));
+    out.push_back('>');
+    std::string ts = format_rfc3339_us(rec.ts_us);  // YYYY-MM-DDTHH:MM:SS.uuuuuuZ
+    int mon = (ts[5] - '0') * 10 + (ts[6] - '0');
+    out.append(months[std::clamp(mon, 1, 12) - 1]);
+    out.push_back(' ');
+    out.push_back(ts[8] == '0' ? ' ' : ts[8]);
+    out.push_back(ts[9]);
+    out.push_back(' ');
+    out.append(ts, 11, 8);
+    out.push_back(' ');
+    std::string host = hostname_of(rec, f);
+    out.append(host == "-" ? "localhost" : host);
+    out.push_back(' ');
+    std::string tag;
+    for (char c : f.app_name)
+        if (c > 32 && c < 127 && c != ':' && c != '[' && c != ']' && tag.size() < 32)
+            tag.push_back(c);
+    out.append(tag.empty() ? "salt" : tag);
+    if (f.procid != "-" && !f.procid.empty()) {
+        out.push_back('[');
+        out.append(syslog_header_field(f.procid, 128));
+        out.push_back(']');
+    }
+    out.append(": ");
+}
+
+}  // namespace
+
+std::string syslog_header_field(std::string_view value, std::size_t max) {
+    std::string out;
+    out.reserve(std::min(value.size(), max));
+    for (char c : value) {
+        if (out.size() >= max) break;
+        out.push_back(c >= 33 && c <= 126 ? c : '_');
+    }
+    if (out.empty()) out = "-";
+    return out;
+}
+
+void append_sd_value(std::string& out, std::string_view v) {
+    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
+    std::size_t i = 0, written = 0;
+    while (i < v.size()) {
+        if (written >= sd_value_max) {
+            out.append("...");
+            return;
+        }
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7F) {
+                out.append("\xEF\xBF\xBD");
+            } else {
+                if (c == '"' || c == '\\' || c == ']') out.push_back('\\');
+                out.push_back(static_cast<char>(c));
+            }
+            ++i;
+            ++written;
+            continue;
+        }
+        std::size_t n = utf8_seq_len(p + i, v.size() - i);
+        if (n == 0) {
+            out.append("\xEF\xBF\xBD");
+            ++i;
+        } else {
+            out.append(v.substr(i, n));
+            i += n;
+        }
+        ++written;
+    }
+}
+
+void frame_octet_counting(std::string& out, std::string_view msg) {
+    append_uint(out, msg.size());
+    out.push_back(' ');
+    out.append(msg);
+}
+
+void frame_newline(std::string& out, std::string_view msg) {
+    out.append(msg);
+    out.push_back('\n');
+}
+
+void encode_syslog(const record& rec, const syslog_format& f,
+                   const std::function<void(std::string_view)>& emit) {
+    std::string head;
+    std::string body;
+    if (f.rfc3164) {
+        rfc3164_header(head, rec, f);
+        encode_json_lines(std::span<const record>(&rec, 1), body);
+        body.pop_back();  // '\n'
+    } else {
+        rfc5424_header(head, rec, f);
+        append_msg(body, rec.payload);
+    }
+
+    auto finish = [&](std::string& msg, std::string_view extra_sd) {
+        if (!f.rfc3164) {
+            rfc5424_sd_open(msg, rec);
+            msg.append(extra_sd);
+            msg.append("] ");
+        }
+    };
+
+    // Fits: one message.
+    {
+        std::string msg = head;
+        finish(msg, {});
+        if (msg.size() + body.size() <= f.max_bytes) {
+            msg.append(body);
+            emit(msg);
+            return;
+        }
+    }
+
+    if (!f.split) {
+        std::string msg = head;
+        std::string marker;
+        if (f.rfc3164) {
+            marker = " [fastret: truncated, " + std::to_string(body.size()) + " bytes]";
+        } else {
+            finish(msg, " truncated=\"" + std::to_string(body.size()) + "\"");
+        }
+        std::size_t room = f.max_bytes > msg.size() + marker.size()
+                               ? f.max_bytes - msg.size() - marker.size()
+                               : 0;
+        msg.append(body, 0, utf8_cut(body, room));
+        msg.append(marker);
+        emit(msg);
+        return;
+    }
+
+    // Split: size each part for the worst-case part marker, then number them.
+    std::string probe = head;
+    std::string digits = std::to_string(body.size());  // n <= body.size(): enough digits
+    std::string worst_marker = f.rfc3164 ? "[part " + digits + "/" + digits + "] "
+                                         : " part=\"" + digits + "/" + digits + "\"";
+    if (f.rfc3164) probe.append(worst_marker);
+    else finish(probe, worst_marker);
+    std::size_t room = f.max_bytes > probe.size() + 8 ? f.max_bytes - probe.size() : 8;
+    std::vector<std::pair<std::size_t, std::size_t>> parts;
+    for (std::size_t pos = 0; pos < body.size();) {
+        std::size_t len = utf8_cut(body.substr(pos), room);
+        if (len == 0) len = std::min(room, body.size() - pos);  // never loop on a bad split
+        parts.emplace_back(pos, len);
+        pos += len;
+    }
+    const std::size_t n = parts.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        std::string marker = std::to_string(i + 1) + "/" + std::to_string(n);
+        std::string msg = head;
+        if (f.rfc3164) msg.append("[part " + marker + "] ");
+        else finish(msg, " part=\"" + marker + "\"");
+        msg.append(body, parts[i].first, parts[i].second);
+        emit(msg);
+    }
+}
+
+namespace {
+std::string lower_name(std::string_view name) {
+    std::string s;
+    for (char c : name) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    if (s.starts_with("log_")) s.erase(0, 4);
+    return s;
+}
+}  // namespace
+
+int syslog_facility_code(std::string_view name) noexcept {
+    static constexpr std::pair<std::string_view, int> table[] = {
+        {"kern", 0},    {"user", 1},    {"mail", 2},    {"daemon", 3},  {"auth", 4},
+        {"syslog", 5},  {"lpr", 6},     {"news", 7},    {"uucp", 8},    {"cron", 9},
+        {"authpriv", 10}, {"ftp", 11},  {"local0", 16}, {"local1", 17}, {"local2", 18},
+        {"local3", 19}, {"local4", 20}, {"local5", 21}, {"local6", 22}, {"local7", 23}};
+    try {
+        auto s = lower_name(name);
+        for (auto& [n, c] : table)
+            if (n == s) return c;
+    } catch (...) {
+    }
+    return -1;
+}
+
+int syslog_severity_code(std::string_view name) noexcept {
+    static constexpr std::pair<std::string_view, int> table[] = {
+        {"emerg", 0}, {"panic", 0},   {"alert", 1},  {"crit", 2},   {"err", 3},
+        {"error", 3}, {"warning", 4}, {"warn", 4},   {"notice", 5}, {"info", 6},
+        {"debug", 7}};
+    try {
+        auto s = lower_name(name);
+        for (auto& [n, c] : table)
+            if (n == s) return c;
+    } catch (...) {
+    }
+    return -1;
+}
+
+}  // namespace fastret
