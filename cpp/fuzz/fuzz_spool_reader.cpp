@@ -215,8 +215,11 @@ void expect_frames(const std::vector<std::string>& got, const std::vector<ref_fr
 struct temp_root {
     fs::path path;
     temp_root() {
-        std::string base =
-            access("/dev/shm", W_OK) == 0 ? "/dev/shm" : fs::temp_directory_path().string();
+        // $TMPDIR if set, else memory (many small files are created and deleted per input).
+        const char* tmpdir = std::getenv("TMPDIR");
+        std::string base = tmpdir && *tmpdir               ? std::string(tmpdir)
+                           : access("/dev/shm", W_OK) == 0 ? std::string("/dev/shm")
+                                                           : std::string("/tmp");
         std::string tmpl = base + "/fastret-fuzz-spool.XXXXXX";
         if (!mkdtemp(tmpl.data())) fuzz::fail(__FILE__, __LINE__, "mkdtemp", tmpl);
         path = tmpl;
@@ -288,11 +291,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // Where each model frame was read (once it was), and the frames read, in the order first read.
     std::vector<std::optional<fastret::spool_position>> pos_of;
     std::vector<std::size_t> seen;
-    auto matches = [&](std::size_t idx, const fastret::spool_entry& e) {
+    // A frame read; `end` is unknown for all but the last of a read() that hands out payloads.
+    struct frame_read {
+        std::string payload;
+        std::optional<fastret::spool_position> end;
+    };
+    auto matches = [&](std::size_t idx, const frame_read& r) {
         const ref_frame& want = model[idx];
-        return e.payload == want.payload &&
-               (want.segment.empty() ||
-                (e.end.segment == want.segment && e.end.offset == want.end));
+        return r.payload == want.payload &&
+               (want.segment.empty() || !r.end ||
+                (r.end->segment == want.segment && r.end->offset == want.end));
+    };
+    auto where = [](const frame_read& r) {
+        return r.end ? r.end->segment + ":" + std::to_string(r.end->offset) : std::string("?");
     };
     {
         fastret::spool sp(opts);
@@ -337,11 +348,33 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 case 1: {  // read
                     const auto max_frames = fdp.ConsumeIntegralInRange<std::size_t>(0, 8);
                     const auto max_bytes = fdp.ConsumeIntegralInRange<std::size_t>(0, 1024);
-                    const auto got = sp.read(max_frames, max_bytes);
-                    for (const auto& e : got)
-                        fuzz::trace("read " + std::to_string(e.payload.size()) +
-                                    " bytes ending at " + e.end.segment + ":" +
-                                    std::to_string(e.end.offset));
+                    // Both overloads: entries with their positions, or payloads handed to a
+                    // callback with the position after the last one.
+                    std::vector<frame_read> got;
+                    if (fdp.ConsumeBool()) {
+                        for (auto& e : sp.read(max_frames, max_bytes))
+                            got.push_back({std::move(e.payload), e.end});
+                    } else {
+                        const fastret::spool_position unset{"unset", 7};
+                        fastret::spool_position end = unset;
+                        const std::size_t n = sp.read(
+                            max_frames, max_bytes,
+                            [&](std::string_view p) {
+                                got.push_back({std::string(p), std::nullopt});
+                            },
+                            end);
+                        FUZZ_CHECK(n == got.size(), "read() says " + std::to_string(n) +
+                                                        " frames, handed out " +
+                                                        std::to_string(got.size()));
+                        if (n > 0)
+                            got.back().end = end;
+                        else
+                            FUZZ_CHECK(end.segment == unset.segment && end.offset == unset.offset,
+                                       "read() of nothing moved `end`");
+                    }
+                    for (const auto& r : got)
+                        fuzz::trace("read " + std::to_string(r.payload.size()) +
+                                    " bytes ending at " + where(r));
                     adopted = usage_known = true;
                     std::size_t bytes = 0;
                     FUZZ_CHECK(got.size() <= max_frames, "read(" + std::to_string(max_frames) +
@@ -355,18 +388,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                         FUZZ_CHECK(
                             idx < model.size() && matches(idx, got[i]),
                             "frame " + std::to_string(cursor) + " read as " +
-                                fuzz::show(got[i].payload) + " at " + got[i].end.segment + ":" +
-                                std::to_string(got[i].end.offset) + ", expected " +
+                                fuzz::show(got[i].payload) + " at " + where(got[i]) +
+                                ", expected " +
                                 (cursor < model.size() ? fuzz::show(model[cursor].payload) +
                                                              " at " + model[cursor].segment + ":" +
                                                              std::to_string(model[cursor].end)
                                                        : std::string("no more frames")));
                         if (pos_of.size() <= idx) pos_of.resize(idx + 1);
-                        if (pos_of[idx])
-                            FUZZ_CHECK(pos_of[idx]->segment == got[i].end.segment &&
-                                           pos_of[idx]->offset == got[i].end.offset,
+                        if (got[i].end && pos_of[idx])
+                            FUZZ_CHECK(pos_of[idx]->segment == got[i].end->segment &&
+                                           pos_of[idx]->offset == got[i].end->offset,
                                        "frame " + std::to_string(idx) + " moved between reads");
-                        else {
+                        else if (got[i].end) {
                             pos_of[idx] = got[i].end;
                             seen.push_back(idx);
                         }
@@ -420,7 +453,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                         FUZZ_CHECK(sp.has_unread(), "has_unread() is false with frames pending");
                     break;
             }
-            if (usage_known)
+            if (usage_known && op != 3 && op != 5)  // rewind and has_unread touch no file
                 FUZZ_CHECK(sp.stats().bytes_on_disk == segment_bytes_on_disk(dir),
                            "stats says " + std::to_string(sp.stats().bytes_on_disk) +
                                " bytes, the files hold " +

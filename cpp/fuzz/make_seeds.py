@@ -319,7 +319,7 @@ def seeds_spool():
                     p.string(pl, 256)
                 p.boolean(True)
             elif op == 1:
-                p.size(0, 8, call[1]).size(0, 1024, call[2])
+                p.size(0, 8, call[1]).size(0, 1024, call[2]).boolean(True)  # read() into entries
             elif op == 2:
                 p.size(0, call[2] - 1, call[1])  # ack the i-th frame seen, of call[2] seen so far
         return p.bytes()
