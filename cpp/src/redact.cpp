@@ -221,22 +221,30 @@ bool redactor::redact_value(std::string_view in, std::string& out) const {
     bool changed = false;
     for (int idx : which) {
         const auto* c = impl_->value_rules[static_cast<std::size_t>(idx)];
-        const int g = c->secret_group;
-        re2::StringPiece groups[16];
-        const int ngroups = std::min(g + 1, 16);
+        // As many slots as the secret group's number needs: a pattern may have any number of
+        // groups before it (a fixed array of 16 was read past its end).
+        const auto g = static_cast<std::size_t>(c->secret_group);
+        std::vector<re2::StringPiece> groups(g + 1);
         std::size_t pos = 0, copied = 0;
         next.clear();
         std::uint64_t hits = 0;
         while (pos <= text.size() &&
-               c->re->Match(text, pos, text.size(), RE2::UNANCHORED, groups, ngroups)) {
+               c->re->Match(text, pos, text.size(), RE2::UNANCHORED, groups.data(), static_cast<int>(groups.size()))) {
             const auto& part = groups[g].data() ? groups[g] : groups[0];
             const auto start = static_cast<std::size_t>(part.data() - text.data());
             const auto whole_end = static_cast<std::size_t>(groups[0].data() - text.data()) + groups[0].size();
-            next.append(text, copied, start - copied);
-            next += c->rule.mode == redact_mode::hash ? pseudonym({part.data(), part.size()})
-                                                      : std::string(redaction_mask);
-            copied = start + part.size();
-            ++hits;
+            // RE2 tries every byte offset, so a pattern that can match nothing (`x*`, `\B`, "")
+            // also matches between the bytes of one UTF-8 character: there is nothing to mask
+            // there, and a mask would split the character.
+            const bool inside_char = part.empty() && start < text.size() &&
+                                     (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80;
+            if (!inside_char) {
+                next.append(text, copied, start - copied);
+                next += c->rule.mode == redact_mode::hash ? pseudonym({part.data(), part.size()})
+                                                          : std::string(redaction_mask);
+                copied = start + part.size();
+                ++hits;
+            }
             // An empty match must still move on.
             pos = whole_end > pos ? whole_end : pos + 1;
         }

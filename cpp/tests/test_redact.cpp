@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "fastret/config.hpp"
+#include "fastret/json_writer.hpp"
 #include "fastret/redact.hpp"
 
 using namespace fastret;
@@ -126,4 +127,35 @@ TEST_CASE("key globs are linear too and match the whole name", "[redact]") {
     CHECK(field(r, {}, key) == field_action::keep);
     CHECK(field(r, {}, key + "b") == field_action::mask);
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+}
+
+TEST_CASE("a value pattern may have any number of groups before its secret group", "[redact]") {
+    // Found by fuzz_redact: the secret group's slot was looked up in a fixed array of 16.
+    std::string pattern, text;
+    for (int i = 0; i < 20; ++i) {
+        pattern += "(a)";
+        text += "a";
+    }
+    pattern += "=(?P<secret>[0-9]+)";
+    redactor r({{"many_groups", redact_kind::value, {pattern}, redact_mode::mask}}, "");
+    std::string out;
+    REQUIRE(r.redact_value(text + "=4711 rest", out));
+    CHECK(out == text + "=******** rest");
+}
+
+TEST_CASE("a value pattern that can match nothing never splits a UTF-8 character", "[redact]") {
+    // Found by fuzz_redact: RE2 also finds an empty match between the bytes of one character,
+    // and a mask written there turned valid UTF-8 into invalid UTF-8.
+    for (const char* pattern : {"x*", "", R"(\B)"}) {
+        redactor r({{"empty", redact_kind::value, {pattern}, redact_mode::mask}}, "");
+        std::string out;
+        REQUIRE(r.redact_value("\xC3\xA9\xE2\x82\xAC", out));  // "é€"
+        CHECK(is_valid_utf8(out));
+        CHECK(out.find("\xC3\xA9") != std::string::npos);
+        CHECK(out.find("\xE2\x82\xAC") != std::string::npos);
+    }
+    redactor r({{"empty", redact_kind::value, {"x*"}, redact_mode::mask}}, "");
+    std::string out;
+    REQUIRE(r.redact_value("\xC3\xA9", out));
+    CHECK(out == "********\xC3\xA9********");
 }
