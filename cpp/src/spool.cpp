@@ -808,9 +808,13 @@ struct spool::impl {
     // delayed allocation, which costs more than copying the data. The size of the file is
     // not changed (readers see only what was written); a segment is deleted after delivery,
     // and with it whatever it reserved.
+    // Never beyond the segment's size limit (or the batch that crosses it): with small
+    // segments the reservation must not multiply the disk a spool occupies past its cap.
     void preallocate(segment* s, std::uint64_t upto) {
         if (upto <= s->allocated || !prealloc_works) return;
-        const std::uint64_t len = std::max(upto - s->allocated, kPreallocStep);
+        const std::uint64_t limit = std::max(opts.segment_bytes, upto);
+        const std::uint64_t len =
+            std::min(std::max(upto - s->allocated, kPreallocStep), limit - s->allocated);
         if (::fallocate(s->fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(s->allocated),
                         static_cast<off_t>(len)) == 0) {
             s->allocated += len;

@@ -999,3 +999,24 @@ TEST_CASE("scan_unacknowledged shows another process the frames not yet delivere
         CHECK(seen == payloads(2, 5));
     }
 }
+
+TEST_CASE("reserved disk blocks stay within the segment size: small segments keep the spool near its cap",
+          "[spool]") {
+    temp_dir d;
+    auto o = opts_for(d.path);
+    o.segment_bytes = 4096;
+    o.max_bytes = 64 * 1024;
+    spool sp(o);
+    std::size_t rejected = 0;
+    for (std::size_t i = 0; i < 200 && rejected == 0; ++i)
+        rejected = append(sp, payloads(i * 10, i * 10 + 10, 100)).rejected;
+    REQUIRE(rejected > 0);  // the cap was reached
+    std::uint64_t blocks = 0;
+    for (const auto& f : files_with_ext(d.path, ".seg")) {
+        struct stat st {};
+        REQUIRE(::stat(f.c_str(), &st) == 0);
+        blocks += static_cast<std::uint64_t>(st.st_blocks) * 512;
+    }
+    // Before, every segment reserved 1 MiB ahead: 16 segments took 16 MiB for a 64 KiB cap.
+    CHECK(blocks <= 2 * o.max_bytes + 64 * 1024);
+}
