@@ -87,6 +87,7 @@ struct redactor::impl {
         // key rules: exact lower-case names and globs
         std::unordered_set<std::string> exact;
         std::vector<std::string> globs;
+        std::vector<std::string> contains;  // `*lit*` globs: a substring search is enough
         // path rules
         std::vector<std::vector<std::string>> paths;
         // value rules
@@ -121,7 +122,11 @@ redactor::redactor(std::vector<redact_rule> rules, std::string hmac_key) : impl_
                 for (const auto& p : rule.patterns) {
                     std::string low(p.size(), '\0');
                     std::transform(p.begin(), p.end(), low.begin(), lower);
-                    if (has_wildcard(low)) c->globs.push_back(std::move(low));
+                    const bool inner_literal =
+                        low.size() > 2 && low.front() == '*' && low.back() == '*' &&
+                        !has_wildcard(std::string_view(low).substr(1, low.size() - 2));
+                    if (inner_literal) c->contains.push_back(low.substr(1, low.size() - 2));
+                    else if (has_wildcard(low)) c->globs.push_back(std::move(low));
                     else c->exact.insert(std::move(low));
                 }
                 impl_->field_rules.push_back(c.get());
@@ -188,15 +193,16 @@ bool redactor::has_path_rules() const noexcept { return impl_->path_rules; }
 bool redactor::has_value_rules() const noexcept { return !impl_->value_rules.empty(); }
 
 field_action redactor::match_field(std::span<const std::string_view> path, std::string_view key) const {
-    std::string low;
+    // The lower-cased key, in a buffer reused across calls (this runs for every dict member).
+    thread_local std::string low;
+    low.assign(key);
+    std::transform(low.begin(), low.end(), low.begin(), lower);
     for (auto* c : impl_->field_rules) {
         bool hit = false;
         if (c->rule.kind == redact_kind::key) {
-            if (low.empty() && !key.empty()) {
-                low.resize(key.size());
-                std::transform(key.begin(), key.end(), low.begin(), lower);
-            }
             hit = c->exact.count(low) != 0;
+            for (std::size_t i = 0; !hit && i < c->contains.size(); ++i)
+                hit = low.find(c->contains[i]) != std::string::npos;
             for (std::size_t i = 0; !hit && i < c->globs.size(); ++i) hit = glob_match(c->globs[i], low, false);
         } else {
             for (std::size_t i = 0; !hit && i < c->paths.size(); ++i) hit = path_match(c->paths[i], path, key);
