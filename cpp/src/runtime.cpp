@@ -766,7 +766,13 @@ private:
     // (io) every few seconds: adopt segments that other processes left behind, fsync on
     // schedule even when no call comes.
     void schedule_housekeeping() {
-        housekeeping_.expires_after(housekeeping_period);
+        // With fsync=interval the spool is synced here too (appends leave it to this thread):
+        // at least every spool_fsync_interval_ms.
+        auto period = std::chrono::duration_cast<std::chrono::milliseconds>(housekeeping_period);
+        if (spool_ && spool_->options().fsync == fsync_policy::interval)
+            period = std::min<std::chrono::milliseconds>(
+                period, std::chrono::milliseconds(std::max<std::uint32_t>(spool_->options().fsync_interval_ms, 10)));
+        housekeeping_.expires_after(period);
         housekeeping_.async_wait([this](boost::system::error_code ec) {
             if (ec) return;
             on_housekeeping();

@@ -133,12 +133,14 @@ std::uint32_t crc32c(std::string_view data, std::uint32_t crc) noexcept {
     return ~crc32c_table(p, data.size(), ~crc);
 }
 
-std::uint32_t frame_crc(std::string_view payload) noexcept {
+std::uint32_t frame_crc(std::string_view payload, std::uint32_t seed) noexcept {
     const auto n = static_cast<std::uint32_t>(payload.size());
     const char len[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
                          static_cast<char>((n >> 16) & 0xff), static_cast<char>((n >> 24) & 0xff)};
-    return crc32c(payload, crc32c(std::string_view(len, 4)));
+    return crc32c(payload, crc32c(std::string_view(len, 4), seed));
 }
+
+std::uint32_t segment_seed(std::string_view segment_name) noexcept { return crc32c(segment_name); }
 
 // ---------------------------------------------------------------------------------------------
 
@@ -146,9 +148,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr char kMagic[8] = {'F', 'R', 'S', 'P', 'O', 'O', 'L', '1'};
+// FRSPOOL1: frame checksums unseeded, the file ends where the frames end.
+// FRSPOOL2: checksums seeded by the segment's name and an end marker after the last frame, so
+// that a segment file can be reused under a new name: its old frames no longer check, and the
+// marker tells a clean end from a torn one.
+constexpr char kMagicV1[8] = {'F', 'R', 'S', 'P', 'O', 'O', 'L', '1'};
+constexpr char kMagicV2[8] = {'F', 'R', 'S', 'P', 'O', 'O', 'L', '2'};
 constexpr std::uint64_t kHeaderSize = 8;
 constexpr std::uint64_t kFrameHeader = 8;
+constexpr std::uint32_t kEndMarkerLen = 0xFFFFFFFFu;  // never a payload length (append refuses it)
+// Delivered segments kept open for reuse: rewriting a file's cached pages costs a fraction of
+// allocating new ones, and deleting a file costs a truncate (and a discard on some mounts).
+constexpr std::size_t kMaxSpares = 2;
 constexpr std::size_t kWindow = 256 * 1024;          // read-ahead window for read()
 constexpr std::size_t kWindowKeep = 4 * 1024 * 1024;  // shrink the window buffer past this
 constexpr std::size_t kMaxBatchFrames = 512;          // frames per pwritev (2 iovecs each)
@@ -289,6 +300,30 @@ void close_fd(int& fd) noexcept {
 
 bool is_full_errno(int err) { return err == ENOSPC || err == EDQUOT; }
 
+// The header's format version: 1, 2, or 0 for anything else.
+int magic_version(const char* hdr) {
+    if (std::memcmp(hdr, kMagicV2, sizeof kMagicV2) == 0) return 2;
+    if (std::memcmp(hdr, kMagicV1, sizeof kMagicV1) == 0) return 1;
+    return 0;
+}
+
+// A header cut short: a prefix of either magic.
+bool is_magic_prefix(const char* hdr, std::size_t n) {
+    return std::memcmp(hdr, kMagicV1, n) == 0 || std::memcmp(hdr, kMagicV2, n) == 0;
+}
+
+// The 8-byte end marker of an FRSPOOL2 segment with checksum seed `seed`.
+void store_end_marker(unsigned char* h, std::uint32_t seed) {
+    store_le32(h, kEndMarkerLen);
+    store_le32(h + 4, crc32c(std::string_view(reinterpret_cast<const char*>(h), 4), seed));
+}
+
+bool is_end_marker(const unsigned char* h, std::uint32_t seed) {
+    unsigned char m[kFrameHeader];
+    store_end_marker(m, seed);
+    return std::memcmp(h, m, sizeof m) == 0;
+}
+
 // Descriptors of segments this process holds locked. A forked child inherits them, and with
 // them the locks (a flock belongs to the open file, which the child now shares): the parent's
 // backlog could not be adopted after the parent died until the child exited too. The child
@@ -333,6 +368,8 @@ struct segment {
     int fd = -1;
     int ack_fd = -1;
     bool own = false;
+    bool v2 = false;          // FRSPOOL2: seeded checksums, end marker
+    std::uint32_t seed = 0;   // checksum seed (v2: segment_seed(name))
     bool dirty = false;       // data written since the last fsync
     bool ack_dirty = false;   // ack file written since the last fsync
     bool ack_fresh = false;   // ack file opened, not yet cut to its 12 bytes
@@ -349,7 +386,7 @@ struct segment {
     std::deque<std::uint64_t> inflight;  // end offsets of frames in (acked, read_off]
 };
 
-enum class frame_status { ok, torn, corrupt };
+enum class frame_status { ok, end, torn, corrupt };
 
 }  // namespace
 
@@ -360,6 +397,9 @@ struct spool::impl {
     mutable std::mutex mu;
     std::vector<std::unique_ptr<segment>> segs;  // read order; `current` is last when set
     segment* current = nullptr;
+    // Own delivered segments kept for reuse (still locked, still on disk and counted in
+    // bytes_used): create_segment() renames one instead of creating a file.
+    std::vector<std::unique_ptr<segment>> spares;
     std::unordered_set<std::string> bad_names;  // malformed segments this object gave up on
 
     bool usage_known = false;
@@ -480,17 +520,102 @@ struct spool::impl {
         if (i < segs.size()) delete_segment_at(i);
     }
 
-    // Stop appending to the current segment; delete it if it is fully acknowledged.
+    // A delivered segment leaves the read order: an own FRSPOOL2 segment of a normal size
+    // becomes a spare (while there is room for one), anything else is deleted.
+    void retire_segment_at(std::size_t i) {
+        segment* s = segs[i].get();
+        if (!s->own || !s->v2 || s == current || spares.size() >= kMaxSpares ||
+            s->file_size > opts.segment_bytes + kMaxBatchBytes + kFrameHeader) {
+            delete_segment_at(i);
+            return;
+        }
+        invalidate_window(s);
+        spares.push_back(std::move(segs[i]));
+        segs.erase(segs.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+
+    void retire_segment(const segment* s) {
+        const std::size_t i = index_of(s);
+        if (i < segs.size()) retire_segment_at(i);
+    }
+
+    void delete_spares() {
+        for (auto& s : spares) {
+            ::unlink(path_of(s->name).c_str());
+            ::unlink(path_of(ack_name_of(s->name)).c_str());
+            close_fd(s->ack_fd);
+            close_locked_fd(s->fd);
+            sub_used(s->file_size);
+        }
+        spares.clear();
+    }
+
+    // Stop appending to the current segment; retire it if it is fully acknowledged.
     void seal_current() {
         segment* s = current;
         if (!s) return;
         current = nullptr;
-        if (s->acked >= s->end) delete_segment(s);
+        if (s->acked >= s->end) retire_segment(s);
+    }
+
+    // Makes a spare the current segment under a fresh name. Its old frames stay in the file
+    // but no longer check under the new name's seed; an end marker at the start says it holds
+    // nothing yet, and is written before the rename so that no name ever shows old frames as
+    // new. false: no spare could be reused (the caller creates a file).
+    bool reuse_spare() {
+        while (!spares.empty()) {
+            std::unique_ptr<segment> seg = std::move(spares.back());
+            spares.pop_back();
+            const std::string old_name = seg->name;
+            const std::string name = make_segment_name();
+            unsigned char marker[kFrameHeader];
+            const std::uint32_t seed = segment_seed(name);
+            store_end_marker(marker, seed);
+            int rc = -1;
+            if (pwrite_all(seg->fd, marker, sizeof marker, kHeaderSize) == 0) {
+                rc = ::renameat2(AT_FDCWD, path_of(old_name).c_str(), AT_FDCWD, path_of(name).c_str(),
+                                 RENAME_NOREPLACE);
+            }
+            if (rc != 0) {  // give it up: delete it like any delivered segment
+                ::unlink(path_of(old_name).c_str());
+                ::unlink(path_of(ack_name_of(old_name)).c_str());
+                close_fd(seg->ack_fd);
+                close_locked_fd(seg->fd);
+                sub_used(seg->file_size);
+                continue;
+            }
+            // The old ack file would vouch for the new name's frames: it goes (after the
+            // rename: a crash in between leaves an ack file without segment, cleaned up later).
+            close_fd(seg->ack_fd);
+            ::unlink(path_of(ack_name_of(old_name)).c_str());
+            if (opts.fsync == fsync_policy::batch) {
+                ::fdatasync(seg->fd);
+                fsync_dir();
+            }
+            const std::uint64_t file_size = std::max(seg->file_size, kHeaderSize + kFrameHeader);
+            bytes_used += file_size - seg->file_size;
+            const std::uint64_t allocated = std::max(seg->allocated, file_size);
+            const int fd = seg->fd;
+            *seg = segment{};
+            seg->name = name;
+            seg->fd = fd;
+            seg->own = true;
+            seg->v2 = true;
+            seg->seed = seed;
+            seg->file_size = file_size;
+            seg->allocated = allocated;
+            seg->first_seq = next_seq;
+            current = seg.get();
+            segs.push_back(std::move(seg));
+            return true;
+        }
+        return false;
     }
 
     // Creates and locks a new own segment (as <name>.tmp, renamed once it has its header, so an
     // adopter never sees an unlocked segment). false: the disk is full.
     bool create_segment() {
+        if (reuse_spare()) return true;
         for (int attempt = 0; attempt < 8; ++attempt) {
             const std::string name = make_segment_name();
             const std::string path = path_of(name);
@@ -509,7 +634,10 @@ struct spool::impl {
                 close_fd(fd);
                 throw_errno(err, "lock segment " + tmp);
             }
-            if (const int err = pwrite_all(fd, kMagic, sizeof kMagic, 0)) {
+            unsigned char head[kHeaderSize + kFrameHeader];
+            std::memcpy(head, kMagicV2, kHeaderSize);
+            store_end_marker(head + kHeaderSize, segment_seed(name));
+            if (const int err = pwrite_all(fd, head, sizeof head, 0)) {
                 ::unlink(tmp.c_str());
                 close_fd(fd);
                 if (is_full_errno(err)) return false;
@@ -536,15 +664,19 @@ struct spool::impl {
                 throw_errno(err, "rename segment " + tmp);
             }
             if (opts.fsync == fsync_policy::batch) fsync_dir();
+            constexpr std::uint64_t seg_bytes_new = kHeaderSize + kFrameHeader;
             auto seg = std::make_unique<segment>();
             seg->name = name;
             seg->fd = fd;
             track_locked_fd(fd);
             seg->own = true;
+            seg->v2 = true;
+            seg->seed = segment_seed(name);
+            seg->file_size = kHeaderSize + kFrameHeader;
             seg->first_seq = next_seq;
             current = seg.get();
             segs.push_back(std::move(seg));
-            bytes_used += kHeaderSize;
+            bytes_used += seg_bytes_new;
             return true;
         }
         throw_errno(EEXIST, "could not create a unique segment name");
@@ -592,6 +724,7 @@ struct spool::impl {
         const char* h = fill(s, off, kFrameHeader);
         if (!h) return frame_status::torn;
         const auto* uh = reinterpret_cast<const unsigned char*>(h);
+        if (s->v2 && is_end_marker(uh, s->seed)) return frame_status::end;
         const std::uint32_t len = load_le32(uh);
         const std::uint32_t crc = load_le32(uh + 4);
         if (len > limit - off - kFrameHeader) return frame_status::torn;
@@ -599,11 +732,28 @@ struct spool::impl {
         if (!p) return frame_status::torn;
         payload = std::string_view(p, len);
         next = off + kFrameHeader + len;
+        if (frame_crc(payload, s->seed) == crc) return frame_status::ok;
         // A zero length with a wrong checksum is what a zero-filled tail (power loss after the size
         // grew, before the data landed) looks like: torn, not corrupt.
-        if (frame_crc(payload) != crc)
-            return next == limit || len == 0 ? frame_status::torn : frame_status::corrupt;
-        return frame_status::ok;
+        if (next == limit || len == 0) return frame_status::torn;
+        // In a v2 segment a frame that does not check is bit rot only if what follows it does
+        // (a frame or the end marker); otherwise a write was cut short over older bytes.
+        if (s->v2 && !checks_at(s, next)) return frame_status::torn;
+        return frame_status::corrupt;
+    }
+
+    // A whole frame with a valid checksum, or the end marker, starts at `off` (v2 segments).
+    bool checks_at(const segment* s, std::uint64_t off) {
+        if (off > s->end || s->end - off < kFrameHeader) return false;
+        const char* h = fill(s, off, kFrameHeader);
+        if (!h) return false;
+        const auto* uh = reinterpret_cast<const unsigned char*>(h);
+        if (is_end_marker(uh, s->seed)) return true;
+        const std::uint32_t len = load_le32(uh);
+        const std::uint32_t crc = load_le32(uh + 4);
+        if (len > s->end - off - kFrameHeader) return false;
+        const char* p = fill(s, off + kFrameHeader, len);
+        return p && frame_crc(std::string_view(p, len), s->seed) == crc;
     }
 
     // Counts frames in [from, to) by walking their headers (no CRC check). `exact`: the walk
@@ -617,6 +767,7 @@ struct spool::impl {
             const char* h = fill(s, off, kFrameHeader);
             if (!h) return n;
             const std::uint32_t len = load_le32(reinterpret_cast<const unsigned char*>(h));
+            if (s->v2 && len == kEndMarkerLen) return n;
             const std::uint64_t next = off + kFrameHeader + len;
             if (next > to) return n;
             off = next;
@@ -717,7 +868,7 @@ struct spool::impl {
             char hdr[kHeaderSize] = {};
             const ssize_t got = pread_all(fd, hdr, sizeof hdr, 0);
             if (got >= 0 && static_cast<std::uint64_t>(got) < kHeaderSize &&
-                std::memcmp(hdr, kMagic, static_cast<std::size_t>(got)) == 0) {
+                is_magic_prefix(hdr, static_cast<std::size_t>(got))) {
                 // never got its full header (created and cut short): nothing to replay
                 if (got > 0) ++torn;
                 ::unlink(path.c_str());
@@ -725,7 +876,8 @@ struct spool::impl {
                 close_fd(fd);
                 continue;
             }
-            if (got != static_cast<ssize_t>(kHeaderSize) || std::memcmp(hdr, kMagic, sizeof kMagic) != 0) {
+            const int version = got == static_cast<ssize_t>(kHeaderSize) ? magic_version(hdr) : 0;
+            if (version == 0) {
                 // not a segment: set it aside so nobody retries it, and count it
                 ++corrupt;
                 if (::rename(path.c_str(), (path + ".bad").c_str()) != 0) bad_names.insert(name);
@@ -744,6 +896,8 @@ struct spool::impl {
             s->fd = fd;
             track_locked_fd(fd);
             s->own = false;
+            s->v2 = version == 2;
+            s->seed = s->v2 ? segment_seed(name) : 0;
             s->base = s->acked = s->read_off = s->scanned = acked;
             s->end = s->file_size = size;
             fresh.push_back(std::move(s));
@@ -788,12 +942,13 @@ struct spool::impl {
 
     struct pending_batch {
         std::vector<unsigned char> headers;  // 8 bytes per frame; reserved, never reallocated
+        unsigned char marker[kFrameHeader];  // the end marker written after the frames
         std::vector<iovec> iov;
         std::size_t frames = 0;
         std::uint64_t bytes = 0;
         pending_batch() {
             headers.resize(kMaxBatchFrames * kFrameHeader);
-            iov.reserve(kMaxBatchFrames * 2);
+            iov.reserve(kMaxBatchFrames * 2 + 1);
         }
         void clear() {
             iov.clear();
@@ -830,18 +985,28 @@ struct spool::impl {
     bool flush(pending_batch& b, std::size_t& committed) {
         if (b.frames == 0) return true;
         segment* s = current;
-        preallocate(s, s->end + b.bytes);
+        store_end_marker(b.marker, s->seed);
+        b.iov.push_back({b.marker, kFrameHeader});
+        preallocate(s, s->end + b.bytes + kFrameHeader);
         if (const int err = pwritev_all(s->fd, b.iov, s->end)) {
-            if (::ftruncate(s->fd, static_cast<off_t>(s->end)) != 0) { /* best effort */ }
+            // Cut what was written of the batch (and with it the marker: the file now ends
+            // where the frames end, which reads as a clean end too).
+            if (::ftruncate(s->fd, static_cast<off_t>(s->end)) == 0 && s->file_size > s->end) {
+                sub_used(s->file_size - s->end);
+                s->file_size = s->end;
+                s->allocated = std::min(s->allocated, s->end);
+            }
             b.clear();
             if (is_full_errno(err)) return false;
             throw_errno(err, "write segment " + s->name);
         }
         s->end += b.bytes;
-        s->file_size = s->end;
+        if (s->end + kFrameHeader > s->file_size) {
+            bytes_used += s->end + kFrameHeader - s->file_size;
+            s->file_size = s->end + kFrameHeader;
+        }
         s->frames += b.frames;
         s->dirty = true;
-        bytes_used += b.bytes;
         next_seq += b.frames;
         committed += b.frames;
         b.clear();
@@ -852,10 +1017,10 @@ struct spool::impl {
     // false: the frame cannot be written (the caller rejects it and the rest).
     bool make_room(std::uint64_t frame, pending_batch& b, std::size_t& committed, bool& rescanned,
                    spool_append_result& r) {
-        auto need = [&] { return frame + (current ? 0 : kHeaderSize); };
+        auto need = [&] { return frame + (current ? 0 : kHeaderSize + kFrameHeader); };
         auto fits = [&] { return bytes_used + b.bytes + need() <= opts.max_bytes; };
         if (fits()) return true;
-        if (frame + kHeaderSize > opts.max_bytes) return false;  // can never fit
+        if (frame + kHeaderSize + kFrameHeader > opts.max_bytes) return false;  // can never fit
         if (!flush(b, committed)) return false;
         if (!rescanned) {  // other writers may have freed space
             rescanned = true;
@@ -863,11 +1028,11 @@ struct spool::impl {
             bytes_used = on_disk;
             if (fits()) return true;
         }
-        // A fully acknowledged current segment is just waiting for rotation: free it.
-        if (current && current->acked >= current->end && current->end > kHeaderSize) {
-            seal_current();
-            if (fits()) return true;
-        }
+        // A fully acknowledged current segment is just waiting for rotation, and delivered
+        // segments kept for reuse are spare: free them.
+        if (current && current->acked >= current->end && current->end > kHeaderSize) seal_current();
+        if (!spares.empty()) delete_spares();
+        if (fits()) return true;
         if (opts.full_policy != spool_full_policy::drop_oldest) return false;
         while (!fits()) {
             segment* victim = nullptr;
@@ -900,14 +1065,15 @@ struct spool::impl {
         bool full = false;
         for (std::size_t i = 0; i < n; ++i) {
             const std::string_view p = get(i);
-            if (p.size() > UINT32_MAX) {
+            if (p.size() >= kEndMarkerLen) {
                 full = true;
                 break;
             }
             const std::uint64_t frame = kFrameHeader + p.size();
             if (current) {
                 const std::uint64_t seg_size = current->end + b.bytes;
-                if (seg_size > kHeaderSize && seg_size + frame > opts.segment_bytes) {
+                // (the end marker counts: a segment file stays within segment_bytes)
+                if (seg_size > kHeaderSize && seg_size + frame + kFrameHeader > opts.segment_bytes) {
                     if (!flush(b, committed)) {
                         full = true;
                         break;
@@ -925,7 +1091,7 @@ struct spool::impl {
             }
             unsigned char* h = b.headers.data() + b.frames * kFrameHeader;
             store_le32(h, static_cast<std::uint32_t>(p.size()));
-            store_le32(h + 4, frame_crc(p));
+            store_le32(h + 4, frame_crc(p, current->seed));
             b.iov.push_back({h, kFrameHeader});
             if (!p.empty()) b.iov.push_back({const_cast<char*>(p.data()), p.size()});
             ++b.frames;
@@ -944,10 +1110,10 @@ struct spool::impl {
         r.rejected = n - committed;
         r.sequence = committed > 0 ? next_seq - 1 : 0;
         if (committed > 0) {
+            // interval: the owner's I/O thread syncs (ack(), or sync() on a timer); a caller
+            // appending is never held up by a flush of the device's cache.
             if (opts.fsync == fsync_policy::batch) {
                 if (const int err = sync_all()) throw_errno(err, "fsync segment");
-            } else if (const int err = maybe_interval_sync()) {
-                throw_errno(err, "fsync segment");
             }
         }
         return r;
@@ -992,6 +1158,9 @@ struct spool::impl {
                         ++s->frames;
                         s->scanned = next;
                     }
+                } else if (!s->own && st == frame_status::end) {
+                    s->end = s->read_off;  // a clean end before older bytes of a reused file
+                    invalidate_window(s);
                 } else if (!s->own && st == frame_status::torn) {
                     cut_tail(s, s->read_off);
                 } else {
@@ -1004,7 +1173,7 @@ struct spool::impl {
                 }
             }
             if (s != current && s->read_off >= s->end && s->acked >= s->end) {
-                delete_segment_at(i);  // nothing left in it (tail cut back to the ack)
+                retire_segment_at(i);  // nothing left in it (tail cut back to the ack)
                 continue;
             }
             ++i;
@@ -1074,12 +1243,12 @@ struct spool::impl {
             const segment* e = segs[j].get();
             if (e->own && e->frames > 0) acked_seq = std::max(acked_seq, e->first_seq + e->frames - 1);
         }
-        for (std::size_t j = 0; j < idx; ++j) delete_segment_at(0);
+        for (std::size_t j = 0; j < idx; ++j) retire_segment_at(0);
         s->acked = x;
         s->acked_frames += n;
         if (s->own && s->acked_frames > 0) acked_seq = std::max(acked_seq, s->first_seq + s->acked_frames - 1);
         if (s != current && s->acked >= s->end) {
-            delete_segment(s);
+            retire_segment(s);
         } else {
             write_ack(s);
         }
@@ -1097,6 +1266,7 @@ struct spool::impl {
     void close_all() noexcept {
         std::lock_guard<std::mutex> lock(mu);
         if (opts.fsync != fsync_policy::never) sync_all();
+        delete_spares();
         for (std::size_t i = 0; i < segs.size();) {
             segment* s = segs[i].get();
             if (s->acked >= s->end) {
@@ -1200,8 +1370,49 @@ spool_stats spool::stats() const {
 
 const spool_options& spool::options() const noexcept { return impl_->opts; }
 
-std::size_t scan_unacknowledged(const std::filesystem::path& dir,
-                                const std::function<void(std::string_view)>& fn) {
+namespace {
+
+// Visits the unacknowledged frames of one segment file (see scan_unacknowledged); adds the
+// bytes they take (headers included) to `bytes`. Returns the frames visited.
+std::size_t scan_segment_file(const fs::path& dir, const std::string& name, std::string& buf,
+                              const std::function<void(std::string_view)>& fn,
+                              std::uint64_t& bytes, std::uint64_t& file_size) {
+    const int fd = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;  // acknowledged and deleted meanwhile
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        ::close(fd);
+        return 0;
+    }
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    file_size += size;
+    char magic[kHeaderSize];
+    std::uint64_t off = read_ack_at(dir / ack_name_of(name), size);
+    int version = 0;
+    if (pread_all(fd, magic, sizeof magic, 0) == static_cast<ssize_t>(sizeof magic))
+        version = magic_version(magic);
+    if (version == 0) off = size;  // not (yet) a segment: nothing to read
+    const std::uint32_t seed = version == 2 ? segment_seed(name) : 0;
+    std::size_t visited = 0;
+    while (off + kFrameHeader <= size) {
+        unsigned char head[kFrameHeader];
+        if (pread_all(fd, head, sizeof head, off) != static_cast<ssize_t>(sizeof head)) break;
+        if (version == 2 && is_end_marker(head, seed)) break;
+        const std::uint32_t len = load_le32(head);
+        if (off + kFrameHeader + len > size) break;  // being appended, or a torn tail
+        buf.resize(len);
+        if (pread_all(fd, buf.data(), len, off + kFrameHeader) != static_cast<ssize_t>(len)) break;
+        if (frame_crc(buf, seed) != load_le32(head + 4)) break;  // torn, corrupt or old: stop
+        if (fn) fn(buf);
+        ++visited;
+        bytes += kFrameHeader + len;
+        off += kFrameHeader + len;
+    }
+    ::close(fd);
+    return visited;
+}
+
+std::vector<std::string> segment_names(const fs::path& dir) {
     std::error_code ec;
     std::vector<std::string> names;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
@@ -1209,38 +1420,29 @@ std::size_t scan_unacknowledged(const std::filesystem::path& dir,
         if (is_segment_name(name)) names.push_back(std::move(name));
     }
     std::sort(names.begin(), names.end());
+    return names;
+}
+
+}  // namespace
+
+std::size_t scan_unacknowledged(const std::filesystem::path& dir,
+                                const std::function<void(std::string_view)>& fn) {
     std::size_t visited = 0;
     std::string buf;
-    for (const auto& name : names) {
-        const int fd = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) continue;  // acknowledged and deleted meanwhile
-        struct stat st {};
-        if (::fstat(fd, &st) != 0) {
-            ::close(fd);
-            continue;
-        }
-        const auto size = static_cast<std::uint64_t>(st.st_size);
-        char magic[sizeof kMagic];
-        std::uint64_t off = read_ack_at(dir / ack_name_of(name), size);
-        if (pread_all(fd, magic, sizeof magic, 0) != static_cast<ssize_t>(sizeof magic) ||
-            std::memcmp(magic, kMagic, sizeof magic) != 0)
-            off = size;  // not (yet) a segment: nothing to read
-        while (off + kFrameHeader <= size) {
-            unsigned char head[kFrameHeader];
-            if (pread_all(fd, head, sizeof head, off) != static_cast<ssize_t>(sizeof head)) break;
-            const std::uint32_t len = load_le32(head);
-            if (off + kFrameHeader + len > size) break;  // being appended, or a torn tail
-            buf.resize(len);
-            if (pread_all(fd, buf.data(), len, off + kFrameHeader) != static_cast<ssize_t>(len))
-                break;
-            if (frame_crc(buf) != load_le32(head + 4)) break;  // torn or corrupt: stop here
-            fn(buf);
-            ++visited;
-            off += kFrameHeader + len;
-        }
-        ::close(fd);
-    }
+    std::uint64_t bytes = 0, file_bytes = 0;
+    for (const auto& name : segment_names(dir))
+        visited += scan_segment_file(dir, name, buf, fn, bytes, file_bytes);
     return visited;
+}
+
+spool_backlog backlog_of(const std::filesystem::path& dir) {
+    spool_backlog r;
+    std::string buf;
+    for (const auto& name : segment_names(dir)) {
+        ++r.segments;
+        r.frames += scan_segment_file(dir, name, buf, nullptr, r.bytes, r.bytes_on_disk);
+    }
+    return r;
 }
 
 }  // namespace fastret

@@ -279,29 +279,9 @@ std::vector<fs::path> segments_in(const fs::path& dir) {
     return out;
 }
 
-// The acknowledged offset of a segment as its .ack file says (8, the header size, when there
-// is no valid ack file). The ack file is a u64 little-endian offset followed by a CRC.
-std::uint64_t acked_offset(const fs::path& seg) {
-    auto ack = seg;
-    ack.replace_extension(".ack");
-    std::ifstream f(ack, std::ios::binary);
-    std::string b((std::istreambuf_iterator<char>(f)), {});
-    if (b.size() != 12) return 8;
-    std::uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(b[i])) << (8 * i);
-    return v;
-}
-
-// Bytes of frames in the spool dir that no ack file covers.
-std::uint64_t unacked_bytes(const fs::path& dir) {
-    std::uint64_t n = 0;
-    for (const auto& seg : segments_in(dir)) {
-        auto size = fs::file_size(seg);
-        auto acked = acked_offset(seg);
-        if (size > acked) n += size - acked;
-    }
-    return n;
-}
+// Bytes of frames in the spool dir that no ack file covers (read from the files, with their
+// checksums checked, as another process would).
+std::uint64_t unacked_bytes(const fs::path& dir) { return fastret::backlog_of(dir).bytes; }
 
 // ---- helpers --------------------------------------------------------------------------------
 

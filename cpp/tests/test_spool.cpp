@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -103,7 +104,15 @@ std::string le32(std::uint32_t v) {
     return s;
 }
 
-std::string frame(const std::string& p) { return le32(static_cast<std::uint32_t>(p.size())) + le32(fastret::frame_crc(p)) + p; }
+std::string frame(const std::string& p, std::uint32_t seed = 0) {
+    return le32(static_cast<std::uint32_t>(p.size())) + le32(fastret::frame_crc(p, seed)) + p;
+}
+
+// The end marker of an FRSPOOL2 segment named `name`.
+std::string end_marker(const std::string& name) {
+    const std::string len = le32(0xFFFFFFFFu);
+    return len + le32(fastret::crc32c(len, fastret::segment_seed(name)));
+}
 
 std::string read_file(const fs::path& p) {
     std::ifstream f(p, std::ios::binary);
@@ -226,8 +235,9 @@ TEST_CASE("order is preserved across segment rotation and acked segments are del
             CHECK(sp.acked_sequence() == next);
         }
         CHECK(next == 200);
-        // only the segment still being written remains
-        CHECK(files_with_ext(d.path, ".seg").size() == 1);
+        // only the segment still being written remains, and up to two delivered segment
+        // files kept for reuse
+        CHECK(files_with_ext(d.path, ".seg").size() <= 3);
         CHECK(sp.stats().segments == 1);
         CHECK(sp.stats().bytes_on_disk == seg_bytes_on_disk(d.path));
     }
@@ -427,14 +437,21 @@ TEST_CASE("a torn tail is cut off on replay and the file truncated", "[spool]") 
     }
     auto segs = files_with_ext(d.path, ".seg");
     REQUIRE(segs.size() == 1);
-    const auto whole = fs::file_size(segs[0]);
+    // A torn write overwrites the end marker after the last whole frame.
+    const auto whole = fs::file_size(segs[0]) - 8;
+    fs::resize_file(segs[0], whole);
+    const std::string name = segs[0].filename().string();
 
     std::string tail;
     SECTION("short frame header") { tail = std::string("\x05\x00\x00", 3); }
-    SECTION("short payload") { tail = frame("frame-3-with-a-long-payload").substr(0, 20); }
+    SECTION("short payload") { tail = frame("frame-3-with-a-long-payload", fastret::segment_seed(name)).substr(0, 20); }
     SECTION("CRC mismatch in the last frame") {
-        tail = frame("frame-3");
+        tail = frame("frame-3", fastret::segment_seed(name));
         tail.back() ^= 0x40;
+    }
+    SECTION("older frames of a reused file, without end marker") {
+        tail = frame("old-frame-1", fastret::segment_seed("00000000000000000001-1-0.seg")) +
+               frame("old-frame-2", fastret::segment_seed("00000000000000000001-1-0.seg"));
     }
     SECTION("zero-filled tail after a power loss") { tail = std::string(64, '\0'); }
     append_raw(segs[0], tail);
@@ -667,7 +684,7 @@ TEST_CASE("SIGKILL mid-batch loses no reported frame and duplicates none", "[spo
 TEST_CASE("reject_new refuses frames beyond the cap and counts them", "[spool]") {
     temp_dir d;
     auto o = opts_for(d.path);
-    o.max_bytes = 8 + 10 * 100;  // header + ten 100-byte frames
+    o.max_bytes = 8 + 10 * 100 + 8;  // header + ten 100-byte frames + end marker
     o.full_policy = fastret::spool_full_policy::reject_new;
     spool sp(o);
     auto r = append(sp, payloads(0, 15, 92));
@@ -698,8 +715,8 @@ TEST_CASE("reject_new refuses frames beyond the cap and counts them", "[spool]")
 TEST_CASE("drop_oldest deletes the oldest segments to make room and counts the frames", "[spool]") {
     temp_dir d;
     auto o = opts_for(d.path);
-    o.segment_bytes = 8 + 5 * 100;   // five 100-byte frames per segment
-    o.max_bytes = 4 * (8 + 5 * 100);  // four segments
+    o.segment_bytes = 8 + 5 * 100 + 8;   // five 100-byte frames per segment
+    o.max_bytes = 4 * (8 + 5 * 100 + 8);  // four segments
     o.full_policy = fastret::spool_full_policy::drop_oldest;
     spool sp(o);
     auto first = sp.read(3, 1 << 20);  // nothing yet
@@ -734,8 +751,8 @@ TEST_CASE("drop_oldest deletes the oldest segments to make room and counts the f
 TEST_CASE("drop_oldest also drops adopted backlog, counting its frames", "[spool]") {
     temp_dir d;
     auto o = opts_for(d.path);
-    o.segment_bytes = 8 + 5 * 100;
-    o.max_bytes = 3 * (8 + 5 * 100);
+    o.segment_bytes = 8 + 5 * 100 + 8;
+    o.max_bytes = 3 * (8 + 5 * 100 + 8);
     o.full_policy = fastret::spool_full_policy::drop_oldest;
     { spool sp(o); append(sp, payloads(0, 10, 92)); }  // two segments of backlog
     spool sp(o);
@@ -830,7 +847,8 @@ TEST_CASE("concurrent appends and reads deliver every frame once, in order", "[s
     CHECK(next == total);
     CHECK(sp.acked_sequence() == total);
     CHECK_FALSE(sp.has_unread());
-    CHECK(files_with_ext(d.path, ".seg").size() == 1);
+    CHECK(files_with_ext(d.path, ".seg").size() <= 3);  // the current one, two kept for reuse
+    CHECK(sp.stats().segments == 1);
 }
 
 TEST_CASE("the spool directory is created, and a file in its place is an error", "[spool]") {
@@ -1019,4 +1037,52 @@ TEST_CASE("reserved disk blocks stay within the segment size: small segments kee
     }
     // Before, every segment reserved 1 MiB ahead: 16 segments took 16 MiB for a 64 KiB cap.
     CHECK(blocks <= 2 * o.max_bytes + 64 * 1024);
+}
+
+TEST_CASE("delivered segment files are reused under new names without showing old frames",
+          "[spool]") {
+    temp_dir d;
+    auto o = opts_for(d.path);
+    o.segment_bytes = 512;
+    spool sp(o);
+    std::size_t next = 0, reused = 0;
+    std::map<std::uint64_t, std::string> name_of_inode;  // a file seen under a new name: reused
+    for (std::size_t round = 0; round < 20; ++round) {
+        append(sp, payloads(round * 10, round * 10 + 10, 40));
+        for (const auto& p : files_with_ext(d.path, ".seg")) {
+            struct stat st {};
+            REQUIRE(::stat(p.c_str(), &st) == 0);
+            const auto ino = static_cast<std::uint64_t>(st.st_ino);
+            const auto name = p.filename().string();
+            auto [it, fresh] = name_of_inode.emplace(ino, name);
+            if (!fresh && it->second != name) {
+                ++reused;
+                it->second = name;
+            }
+        }
+        auto got = read_all(sp);
+        for (const auto& e : got) CHECK(e.payload == payload(next++, 40));
+        if (!got.empty()) sp.ack(got.back().end);
+    }
+    CHECK(next == 200);
+    CHECK(reused > 0);
+    CHECK(sp.stats().bytes_on_disk == seg_bytes_on_disk(d.path));
+
+    // Frames appended and not acknowledged, then the process is "killed": a copy of the
+    // directory as it is (unlocked files) is what the next process finds.
+    append(sp, payloads(500, 507, 40));
+    temp_dir copy;
+    for (const auto& e : fs::directory_iterator(d.path)) fs::copy_file(e.path(), copy.path / e.path().filename());
+    spool next_process(opts_for(copy.path));
+    auto got = read_all(next_process);
+    REQUIRE(got.size() == 7);
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i].payload == payload(500 + i, 40));
+    CHECK(next_process.stats().torn_tails_cut == 0);
+    CHECK(next_process.stats().corrupt_frames == 0);
+    std::vector<std::string> scanned;
+    fastret::scan_unacknowledged(copy.path, [&](std::string_view p) { scanned.emplace_back(p); });
+    CHECK(scanned.size() == 7);
+    const auto backlog = fastret::backlog_of(copy.path);
+    CHECK(backlog.frames == 7);
+    CHECK(backlog.bytes == 7 * (8 + 40));
 }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 
 from fastret import ConfigError, __version__, native
@@ -31,8 +30,6 @@ Commands:
                  intact, 1 with the first problem (file, line, seq), 2 on usage errors
 """
 
-SEGMENT_HEADER = b"FRSPOOL1"
-
 
 def _salt_opts(args):
     """Salt's own view of the configuration (cachedir, the fastret block)."""
@@ -52,39 +49,6 @@ def _spool_root(args):
     return default_spool_root(_salt_opts(args))
 
 
-def _read_ack(path) -> int | None:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    if len(data) != 12:
-        return None
-    offset, crc = struct.unpack("<QI", data)
-    if native().crc32c(data[:8]) != crc:
-        return None
-    return offset
-
-
-def segment_backlog(seg_path) -> tuple[int, int]:
-    """(records, bytes) not yet acknowledged in one segment file."""
-    ack = _read_ack(seg_path[: -len(".seg")] + ".ack") or len(SEGMENT_HEADER)
-    frames = 0
-    size = os.path.getsize(seg_path)
-    with open(seg_path, "rb") as fh:
-        if fh.read(len(SEGMENT_HEADER)) != SEGMENT_HEADER:
-            return 0, 0
-        pos = max(ack, len(SEGMENT_HEADER))
-        while pos + 8 <= size:
-            fh.seek(pos)
-            length, _crc = struct.unpack("<II", fh.read(8))
-            if pos + 8 + length > size:
-                break
-            frames += 1
-            pos += 8 + length
-    return frames, max(0, size - max(ack, len(SEGMENT_HEADER)))
-
-
 def spool_status(root: str) -> list[dict]:
     out = []
     if not os.path.isdir(root):
@@ -93,16 +57,9 @@ def spool_status(root: str) -> list[dict]:
         d = os.path.join(root, name)
         if not os.path.isdir(d):
             continue
-        segs = sorted(f for f in os.listdir(d) if f.endswith(".seg"))
-        records = pending = total = 0
-        for f in segs:
-            p = os.path.join(d, f)
-            total += os.path.getsize(p)
-            r, b = segment_backlog(p)
-            records += r
-            pending += b
-        out.append({"sink": name, "dir": d, "segments": len(segs), "bytes_on_disk": total,
-                    "pending_records": records, "pending_bytes": pending})
+        row = {"sink": name, "dir": d}
+        row.update(native().spool_backlog(d))
+        out.append(row)
     return out
 
 

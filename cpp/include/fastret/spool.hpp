@@ -5,11 +5,18 @@
 // stays bounded however long a sink is down: the spool holds the backlog, not a queue.
 //
 // Layout of <dir>:
-//   <seq>-<pid>-<n>.seg    segment: a header ("FRSPOOL1") then frames:
-//                            u32 little-endian payload length, u32 frame_crc (CRC32C of the
-//                            length bytes, then the payload), payload bytes. The length is
-//                            covered so that a zero-filled tail (power loss) is not a valid
-//                            run of empty frames.
+//   <seq>-<pid>-<n>.seg    segment: a header ("FRSPOOL2") then frames:
+//                            u32 little-endian payload length, u32 frame_crc (CRC32C, seeded
+//                            with the CRC32C of the file name, of the length bytes, then the
+//                            payload), payload bytes; then an end marker (length 0xFFFFFFFF,
+//                            CRC32C of those 4 bytes with the same seed) that the next append
+//                            overwrites. The length is covered so that a zero-filled tail
+//                            (power loss) is not a valid run of empty frames. A delivered
+//                            segment file may be renamed and written again from the start:
+//                            the seed makes its older frames invalid under the new name, and
+//                            the marker tells the clean end of the new frames from a torn
+//                            one. Segments with the header "FRSPOOL1" (unseeded checksums, no
+//                            marker, written by earlier versions) are still read.
 //   <seq>-<pid>-<n>.ack    u64 offset up to which the segment's frames are delivered,
 //                            followed by its u32 CRC32C (a torn ack file reads as 0 = nothing
 //                            acknowledged, so the worst case is a re-delivery, never a loss)
@@ -140,10 +147,20 @@ private:
 std::size_t scan_unacknowledged(const std::filesystem::path& dir,
                                 const std::function<void(std::string_view)>& fn);
 
+// What scan_unacknowledged would visit, counted: for `fastret spool status` in any process.
+struct spool_backlog {
+    std::uint64_t segments = 0;
+    std::uint64_t bytes_on_disk = 0;  // segment file sizes
+    std::uint64_t frames = 0;         // unacknowledged frames
+    std::uint64_t bytes = 0;          // their bytes, frame headers included
+};
+spool_backlog backlog_of(const std::filesystem::path& dir);
+
 // CRC32C (Castagnoli).
 std::uint32_t crc32c(std::string_view data, std::uint32_t crc = 0) noexcept;
-// The checksum stored in a frame header: CRC32C over the 4 little-endian length bytes, then
-// the payload.
-std::uint32_t frame_crc(std::string_view payload) noexcept;
+// The checksum stored in a frame header: CRC32C, started from `seed`, over the 4 little-endian
+// length bytes, then the payload. Seed 0 in FRSPOOL1 segments, segment_seed(name) in FRSPOOL2.
+std::uint32_t frame_crc(std::string_view payload, std::uint32_t seed = 0) noexcept;
+std::uint32_t segment_seed(std::string_view segment_name) noexcept;
 
 }  // namespace fastret

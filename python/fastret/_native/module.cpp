@@ -341,6 +341,26 @@ PYBIND11_MODULE(_native, m) {
         "(kind, minion, payload JSON, time in us) of the records of `jid` that wait in a sink's "
         "spool, oldest first. Reads without locking, from any process.");
 
+    m.def(
+        "spool_backlog",
+        [](const std::string& dir) {
+            spool_backlog b;
+            {
+                py::gil_scoped_release release;
+                b = backlog_of(dir);
+            }
+            py::dict d;
+            d["segments"] = b.segments;
+            d["bytes_on_disk"] = b.bytes_on_disk;
+            d["pending_records"] = b.frames;
+            d["pending_bytes"] = b.bytes;
+            return d;
+        },
+        py::arg("spool_dir"),
+        "What waits in a sink's spool directory: segments, bytes_on_disk, pending_records and "
+        "pending_bytes (frames not acknowledged, checksums verified). Reads without locking, "
+        "from any process.");
+
     m.def("take_messages", [] {
         py::list out;
         for (auto& msg : runtime::instance().take_messages())
