@@ -6,7 +6,8 @@
 // A reference reader written here from the format in spool.hpp (with its own bitwise CRC32C)
 // says which frames each file holds: from the acknowledged offset (a 12-byte ack file with a
 // valid checksum and an offset inside the segment, else the header's end), every whole frame
-// with a valid checksum up to the first that is not. The model of the spool is that list
+// with a valid checksum up to the first that is not, or (FRSPOOL2, checksums seeded with the
+// CRC32C of the file name) up to the end marker, after which a reused file holds older frames. The model of the spool is that list
 // (segments in name order) followed by the payloads this spool appended.
 //
 // Properties:
@@ -47,7 +48,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr char kMagic[] = "FRSPOOL1";  // 8 bytes on disk, without the NUL
+constexpr char kMagic[] = "FRSPOOL1";    // 8 bytes on disk, without the NUL
+constexpr char kMagicV2[] = "FRSPOOL2";  // checksums seeded by the name, end marker
 
 std::uint32_t ref_crc32c(std::string_view s, std::uint32_t crc = 0) {
     crc = ~crc;
@@ -71,8 +73,12 @@ std::uint64_t get_le(std::string_view s, std::size_t at, int bytes) {
     return v;
 }
 
-std::uint32_t ref_frame_crc(std::string_view payload) {
-    return ref_crc32c(le(payload.size(), 4) + std::string(payload));
+std::uint32_t ref_frame_crc(std::string_view payload, std::uint32_t seed = 0) {
+    return ref_crc32c(le(payload.size(), 4) + std::string(payload), seed);
+}
+
+std::string ref_end_marker(std::uint32_t seed) {
+    return le(0xFFFFFFFFu, 4) + le(ref_crc32c(le(0xFFFFFFFFu, 4), seed), 4);
 }
 
 struct ref_frame {
@@ -86,17 +92,21 @@ std::vector<ref_frame> reference_frames(const std::string& name, const std::stri
                                         const std::optional<std::string>& ack) {
     std::vector<ref_frame> out;
     const std::uint64_t size = bytes.size();
-    if (size < 8 || bytes.compare(0, 8, kMagic) != 0) return out;
+    if (size < 8) return out;
+    const bool v2 = bytes.compare(0, 8, kMagicV2) == 0;
+    if (!v2 && bytes.compare(0, 8, kMagic) != 0) return out;
+    const std::uint32_t seed = v2 ? ref_crc32c(name) : 0;
     std::uint64_t off = 8;
     if (ack && ack->size() == 12 && ref_crc32c(ack->substr(0, 8)) == get_le(*ack, 8, 4)) {
         const std::uint64_t a = get_le(*ack, 0, 8);
         if (a >= 8 && a <= size) off = a;
     }
     while (off + 8 <= size) {
+        if (v2 && bytes.compare(off, 8, ref_end_marker(seed)) == 0) break;
         const std::uint64_t len = get_le(bytes, off, 4);
         if (off + 8 + len > size) break;
         const std::string payload = bytes.substr(off + 8, len);
-        if (ref_frame_crc(payload) != get_le(bytes, off + 4, 4)) break;
+        if (ref_frame_crc(payload, seed) != get_le(bytes, off + 4, 4)) break;
         off += 8 + len;
         out.push_back({payload, name, off});
     }
@@ -116,15 +126,28 @@ seg_file make_segment(FuzzedDataProvider& fdp, int seq) {
     std::snprintf(name, sizeof name, "%020d-%d-%d.seg", seq, 100 + seq, seq);
     f.name = name;
     std::vector<std::uint64_t> ends{8};
+    // FRSPOOL2: seeded by the name; the file may be a reused one, with older frames (seeded by
+    // another name) after the end marker.
+    const bool v2 = fdp.ConsumeBool();
+    const char* magic = v2 ? kMagicV2 : kMagic;
+    const std::uint32_t seed = v2 ? ref_crc32c(f.name) : 0;
     if (fdp.ConsumeIntegralInRange(0, 3) == 0) {
-        if (fdp.ConsumeBool()) f.bytes = std::string(kMagic, 8);
+        if (fdp.ConsumeBool()) f.bytes = std::string(magic, 8);
         f.bytes += fdp.ConsumeRandomLengthString(512);
     } else {
-        f.bytes = std::string(kMagic, 8);
+        f.bytes = std::string(magic, 8);
         for (int n = fdp.ConsumeIntegralInRange(0, 6); n > 0; --n) {
             const std::string p = fdp.ConsumeRandomLengthString(256);
-            f.bytes += le(p.size(), 4) + le(ref_frame_crc(p), 4) + p;
+            f.bytes += le(p.size(), 4) + le(ref_frame_crc(p, seed), 4) + p;
             ends.push_back(f.bytes.size());
+        }
+        if (v2 && fdp.ConsumeBool()) {
+            f.bytes += ref_end_marker(seed);
+            const std::uint32_t old_seed = ref_crc32c("00000000000000000000-1-1.seg");
+            for (int n = fdp.ConsumeIntegralInRange(0, 3); n > 0; --n) {
+                const std::string p = fdp.ConsumeRandomLengthString(64);
+                f.bytes += le(p.size(), 4) + le(ref_frame_crc(p, old_seed), 4) + p;
+            }
         }
         for (int n = fdp.ConsumeIntegralInRange(0, 2); n > 0; --n) {
             if (f.bytes.empty()) break;
@@ -249,6 +272,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         for (auto& fr : reference_frames(f.name, f.bytes, f.ack)) {
             FUZZ_CHECK(fastret::frame_crc(fr.payload) == ref_frame_crc(fr.payload),
                        "frame_crc of " + fuzz::show(fr.payload));
+            FUZZ_CHECK(fastret::frame_crc(fr.payload, fastret::segment_seed(f.name)) ==
+                           ref_frame_crc(fr.payload, ref_crc32c(f.name)),
+                       "seeded frame_crc of " + fuzz::show(fr.payload));
             model.push_back(std::move(fr));
         }
     }

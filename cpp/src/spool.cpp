@@ -483,11 +483,39 @@ struct spool::impl {
         return first_err;
     }
 
-    int maybe_interval_sync() {
+    // The same with `lock` (held on mu) released while the device flushes, so that appends
+    // are not held up by it: the descriptors are duplicated first (a segment may be retired
+    // and its descriptor closed meanwhile). Returns with `lock` held.
+    int sync_all_unlocked(std::unique_lock<std::mutex>& lock) {
+        std::vector<int> fds;
+        for (auto& up : segs) {
+            segment& s = *up;
+            if (s.dirty && s.fd >= 0) {
+                if (const int d = ::fcntl(s.fd, F_DUPFD_CLOEXEC, 0); d >= 0) fds.push_back(d);
+                s.dirty = false;
+            }
+            if (s.ack_dirty && s.ack_fd >= 0) {
+                if (const int d = ::fcntl(s.ack_fd, F_DUPFD_CLOEXEC, 0); d >= 0) fds.push_back(d);
+                s.ack_dirty = false;
+            }
+        }
+        last_sync = std::chrono::steady_clock::now();
+        if (fds.empty()) return 0;
+        lock.unlock();
+        int first_err = 0;
+        for (int fd : fds) {
+            if (::fdatasync(fd) != 0 && !first_err) first_err = errno;
+            ::close(fd);
+        }
+        lock.lock();
+        return first_err;
+    }
+
+    int maybe_interval_sync(std::unique_lock<std::mutex>& lock) {
         if (opts.fsync != fsync_policy::interval) return 0;
         const auto now = std::chrono::steady_clock::now();
         if (now - last_sync < std::chrono::milliseconds(opts.fsync_interval_ms)) return 0;
-        return sync_all();
+        return sync_all_unlocked(lock);
     }
 
     // ---- segment lifetime ----
@@ -571,8 +599,18 @@ struct spool::impl {
             unsigned char marker[kFrameHeader];
             const std::uint32_t seed = segment_seed(name);
             store_end_marker(marker, seed);
+            // Its ack file (if it has one) is set back to "nothing delivered" and renamed
+            // along: rewriting 12 bytes in place is cheaper than deleting and creating a file.
+            unsigned char ack[12];
+            store_le64(ack, kHeaderSize);
+            store_le32(ack + 8, crc32c(std::string_view(reinterpret_cast<const char*>(ack), 8)));
             int rc = -1;
-            if (pwrite_all(seg->fd, marker, sizeof marker, kHeaderSize) == 0) {
+            if (pwrite_all(seg->fd, marker, sizeof marker, kHeaderSize) == 0 &&
+                (seg->ack_fd < 0 || pwrite_all(seg->ack_fd, ack, sizeof ack, 0) == 0)) {
+                if (opts.fsync == fsync_policy::batch) {
+                    ::fdatasync(seg->fd);
+                    if (seg->ack_fd >= 0) ::fdatasync(seg->ack_fd);
+                }
                 rc = ::renameat2(AT_FDCWD, path_of(old_name).c_str(), AT_FDCWD, path_of(name).c_str(),
                                  RENAME_NOREPLACE);
             }
@@ -584,14 +622,16 @@ struct spool::impl {
                 sub_used(seg->file_size);
                 continue;
             }
-            // The old ack file would vouch for the new name's frames: it goes (after the
-            // rename: a crash in between leaves an ack file without segment, cleaned up later).
-            close_fd(seg->ack_fd);
-            ::unlink(path_of(ack_name_of(old_name)).c_str());
-            if (opts.fsync == fsync_policy::batch) {
-                ::fdatasync(seg->fd);
-                fsync_dir();
+            // The ack file follows the segment (a crash in between leaves an ack file without
+            // segment, cleaned up by the next adoption; it said "nothing delivered" anyway).
+            int ack_fd = seg->ack_fd;
+            seg->ack_fd = -1;
+            if (ack_fd >= 0 && ::rename(path_of(ack_name_of(old_name)).c_str(),
+                                        path_of(ack_name_of(name)).c_str()) != 0) {
+                close_fd(ack_fd);
+                ::unlink(path_of(ack_name_of(old_name)).c_str());
             }
+            if (opts.fsync == fsync_policy::batch) fsync_dir();
             const std::uint64_t file_size = std::max(seg->file_size, kHeaderSize + kFrameHeader);
             bytes_used += file_size - seg->file_size;
             const std::uint64_t allocated = std::max(seg->allocated, file_size);
@@ -599,6 +639,8 @@ struct spool::impl {
             *seg = segment{};
             seg->name = name;
             seg->fd = fd;
+            seg->ack_fd = ack_fd;
+            seg->ack_dirty = ack_fd >= 0 && opts.fsync == fsync_policy::interval;
             seg->own = true;
             seg->v2 = true;
             seg->seed = seed;
@@ -1206,7 +1248,7 @@ struct spool::impl {
     }
 
     void ack(const spool_position& pos) {
-        std::lock_guard<std::mutex> lock(mu);
+        std::unique_lock<std::mutex> lock(mu);
         std::size_t idx = segs.size();
         for (std::size_t i = 0; i < segs.size(); ++i)
             if (segs[i]->name == pos.segment) {
@@ -1217,7 +1259,7 @@ struct spool::impl {
         segment* s = segs[idx].get();
         const std::uint64_t x = pos.offset;
         if (x <= s->acked || x > s->end) {
-            maybe_interval_sync();
+            maybe_interval_sync(lock);
             return;
         }
         std::uint64_t n = 0;
@@ -1252,7 +1294,7 @@ struct spool::impl {
         } else {
             write_ack(s);
         }
-        maybe_interval_sync();
+        maybe_interval_sync(lock);
     }
 
     void rewind() {
@@ -1352,8 +1394,8 @@ bool spool::has_unread() const {
 }
 
 void spool::sync() {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    if (const int err = impl_->sync_all()) throw_errno(err, "fsync");
+    std::unique_lock<std::mutex> lock(impl_->mu);
+    if (const int err = impl_->sync_all_unlocked(lock)) throw_errno(err, "fsync");
 }
 
 spool_stats spool::stats() const {
