@@ -176,6 +176,21 @@ public:
                acked_locked() >= ticket;
     }
 
+    std::uint64_t failures() {
+        std::lock_guard lk(mu_);
+        return stats_.retried + stats_.failed;
+    }
+
+    runtime::wait_result wait_delivered(std::uint64_t ticket, std::chrono::milliseconds timeout,
+                                        std::uint64_t failures_before) {
+        std::unique_lock lk(mu_);
+        request_pump_locked(true);
+        const auto failed = [&] { return stats_.fatal || stats_.retried + stats_.failed > failures_before; };
+        cv_.wait_for(lk, timeout, [&] { return acked_locked() >= ticket || failed() || closed_; });
+        if (acked_locked() >= ticket) return runtime::wait_result::delivered;
+        return failed() ? runtime::wait_result::failed : runtime::wait_result::timed_out;
+    }
+
     // Idle with nothing pending, own or adopted.
     bool wait_drained(std::chrono::steady_clock::time_point deadline) {
         std::unique_lock lk(mu_);
@@ -670,6 +685,7 @@ private:
                 stats_.last_error = res.error;
                 state_ = pump_state::backoff;
             }
+            cv_.notify_all();  // wait_delivered() stops at a failure
             arm_timer(delay, pump_state::backoff);
             return;
         }
@@ -940,6 +956,14 @@ std::uint64_t runtime::enqueue(sink_id id, std::span<const record> records) {
 
 bool runtime::flush_until(sink_id id, std::uint64_t ticket, std::chrono::milliseconds timeout) {
     return impl_->worker(id).flush_until(ticket, timeout);
+}
+
+std::uint64_t runtime::failures(sink_id id) { return impl_->worker(id).failures(); }
+
+runtime::wait_result runtime::wait_delivered(sink_id id, std::uint64_t ticket,
+                                             std::chrono::milliseconds timeout,
+                                             std::uint64_t failures_before) {
+    return impl_->worker(id).wait_delivered(ticket, timeout, failures_before);
 }
 
 bool runtime::flush(std::chrono::milliseconds timeout) {

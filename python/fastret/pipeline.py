@@ -20,8 +20,6 @@ from fastret.config import PipelineConfig
 log = logging.getLogger("fastret")
 
 CLOSE_TIMEOUT = 5.0
-# A waiting call checks this often whether the sink's writes are failing.
-WAIT_SLICE = 0.05
 
 _lock = threading.Lock()
 _state = {"pid": None, "sink_ids": {}, "exit_hooked": False}
@@ -66,11 +64,6 @@ def drain_messages(logger: logging.Logger | None = None):
     logger = logger or log
     for level, text in native().take_messages():
         logger.log(level, "%s", text)
-
-
-def _failed_attempts() -> dict:
-    """sink id -> write attempts that failed so far (retry, drop or fatal) in this process."""
-    return {i: st["retried"] + st["failed"] for i, st in enumerate(native().stats())}
 
 
 def sink_id(sink) -> int:
@@ -155,14 +148,14 @@ class Pipeline:
             if key:
                 by_target.setdefault(key, ([], targets))[0].append(rec)
         waits = []
-        failures_before = _failed_attempts() if wait else {}
         for recs, targets in by_target.values():
             ids = _registered(targets, logger)
             if not ids:
                 continue
+            failures_before = [nat.failures(sid) for sid in ids] if wait else [0] * len(ids)
             tickets = nat.submit(ids, recs, self.cfg.max_depth,
                                  self.cfg.bytes_encoding == "base64", self._redactor())
-            waits.extend(zip(ids, tickets))
+            waits.extend(zip(ids, tickets, failures_before))
         delivered = len(waits) > 0 or not by_target
         if wait:
             # One deadline for the call, not one per sink. A sink whose write fails while we
@@ -170,14 +163,9 @@ class Pipeline:
             # (and job-cache reads consult the spool), and a database that is down must not
             # hold up Salt for the whole deadline on every call.
             deadline = time.monotonic() + wait
-            for sid, ticket in waits:
-                while True:
-                    left = deadline - time.monotonic()
-                    if nat.flush_until(sid, ticket, max(0.0, min(left, WAIT_SLICE))):
-                        break
-                    if left <= WAIT_SLICE or (_failed_attempts().get(sid, 0)
-                                              > failures_before.get(sid, 0)):
-                        delivered = False
-                        break
+            for sid, ticket, failures_before in waits:
+                left = max(0.0, deadline - time.monotonic())
+                if nat.wait_delivered(sid, ticket, left, failures_before) != "delivered":
+                    delivered = False
         drain_messages(logger)
         return delivered

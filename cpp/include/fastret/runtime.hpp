@@ -94,6 +94,15 @@ public:
     // the timeout passes. Returns true if delivered. Records not delivered stay queued (and in
     // the spool, when it is on).
     bool flush_until(sink_id id, std::uint64_t ticket, std::chrono::milliseconds timeout);
+
+    // Write and sync attempts of sink `id` that failed so far (retried, dropped or fatal).
+    std::uint64_t failures(sink_id id);
+    enum class wait_result { delivered, failed, timed_out };
+    // Like flush_until(), but also stops as soon as the sink's failure count exceeds
+    // `failures_before` (a write failed since the caller took that count): a caller that need
+    // not wait for a sink that is down (its records are durable in the spool) returns at once.
+    wait_result wait_delivered(sink_id id, std::uint64_t ticket, std::chrono::milliseconds timeout,
+                               std::uint64_t failures_before);
     // Waits until all sinks have delivered everything accepted so far, or the timeout.
     bool flush(std::chrono::milliseconds timeout);
 

@@ -266,6 +266,31 @@ PYBIND11_MODULE(_native, m) {
         py::arg("sink"), py::arg("ticket"), py::arg("timeout"));
 
     m.def(
+        "failures", [](std::size_t sink) { return runtime::instance().failures(sink); }, py::arg("sink"),
+        "Write and sync attempts of the sink that failed so far in this process.");
+
+    m.def(
+        "wait_delivered",
+        [](std::size_t sink, std::uint64_t ticket, double timeout_s, std::uint64_t failures_before) {
+            runtime::wait_result r;
+            {
+                py::gil_scoped_release release;
+                r = runtime::instance().wait_delivered(
+                    sink, ticket, std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000)),
+                    failures_before);
+            }
+            switch (r) {
+                case runtime::wait_result::delivered: return "delivered";
+                case runtime::wait_result::failed: return "failed";
+                default: return "timed_out";
+            }
+        },
+        py::arg("sink"), py::arg("ticket"), py::arg("timeout"), py::arg("failures_before"),
+        "Wait until the sink has delivered everything up to `ticket` ('delivered'), a write of it "
+        "failed after its failure count was `failures_before` ('failed'), or the timeout passed "
+        "('timed_out').");
+
+    m.def(
         "flush",
         [](double timeout_s) {
             py::gil_scoped_release release;
