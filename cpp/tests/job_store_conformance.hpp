@@ -98,6 +98,19 @@ inline void write_ok(job_store& store, std::vector<record> batch) {
     REQUIRE(res.dropped == 0);
 }
 
+// The store_error that opening a Store with `cfg` throws; the test fails, saying `opened`,
+// when the store opens instead.
+template <class Store, class Config>
+store_error open_refused(const Config& cfg, const char* opened) {
+    try {
+        Store store(cfg);
+    } catch (const store_error& e) {
+        return e;
+    }
+    FAIL(opened);
+    return store_error(write_status::ok, "");  // not reached: FAIL throws
+}
+
 // A fresh, empty database of one backend, removed with the object. Stores opened on it see
 // each other's writes.
 class store_env {

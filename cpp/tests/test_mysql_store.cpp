@@ -3,19 +3,12 @@
 // info.json. Every case works in its own database (random name, dropped at the end), so cases
 // run in parallel processes.
 #include <mysql.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
-#include <cstdlib>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +19,7 @@
 #include "fastret/record.hpp"
 #include "fastret/sink.hpp"
 #include "job_store_conformance.hpp"
+#include "server_fixture.hpp"
 #include "sinks/mysql_sink.hpp"
 
 using namespace fastret;
@@ -35,79 +29,8 @@ namespace {
 
 // ---- the server --------------------------------------------------------------------------
 
-// info.json: a flat object of strings, numbers and booleans (all kept as text).
-std::map<std::string, std::string> parse_flat_json(const std::string& text) {
-    std::map<std::string, std::string> out;
-    std::size_t i = 0;
-    auto skip = [&] {
-        while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
-    };
-    auto string_at = [&] {
-        std::string s;
-        ++i;  // opening quote
-        while (i < text.size() && text[i] != '"') {
-            if (text[i] == '\\' && i + 1 < text.size()) {
-                ++i;
-                switch (text[i]) {
-                    case 'n':
-                        s += '\n';
-                        break;
-                    case 't':
-                        s += '\t';
-                        break;
-                    default:
-                        s += text[i];
-                }
-            } else {
-                s += text[i];
-            }
-            ++i;
-        }
-        ++i;
-        return s;
-    };
-    skip();
-    if (i >= text.size() || text[i] != '{') throw std::runtime_error("info.json: not an object");
-    ++i;
-    for (;;) {
-        skip();
-        if (i >= text.size() || text[i] == '}') break;
-        if (text[i] == ',') {
-            ++i;
-            continue;
-        }
-        std::string key = string_at();
-        skip();
-        ++i;  // ':'
-        skip();
-        if (text[i] == '"') {
-            out[key] = string_at();
-        } else {
-            std::size_t end = text.find_first_of(",}", i);
-            std::string v = text.substr(i, end - i);
-            while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.pop_back();
-            out[key] = v;
-            i = end;
-        }
-    }
-    return out;
-}
-
 const std::map<std::string, std::string>& server() {
-    static const std::map<std::string, std::string> info = [] {
-        const char* path = std::getenv("FASTRET_TEST_MYSQL");
-        if (!path || !*path)
-            throw std::runtime_error(
-                "FASTRET_TEST_MYSQL is not set: run the [mysql] tests through ctest (its "
-                "mysql_server fixture starts the server), or start one with `python3 "
-                "tests/fixtures/mysql_server.py start DIR` and set "
-                "FASTRET_TEST_MYSQL=DIR/info.json");
-        std::ifstream in(path);
-        if (!in) throw std::runtime_error(std::string("cannot read ") + path);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return parse_flat_json(ss.str());
-    }();
+    static const auto info = server_test::fixture_info("mysql");
     return info;
 }
 
@@ -194,19 +117,9 @@ std::unique_ptr<raw_conn> admin(const std::string& db = "") {
     return std::make_unique<raw_conn>(info("superuser"), info("superuser_password"), db);
 }
 
-std::string random_suffix() {
-    static std::mt19937_64 rng{std::random_device{}() ^ static_cast<std::uint64_t>(::getpid())
-                                                            << 32};
-    static const char* hex = "0123456789abcdef";
-    std::string s;
-    auto v = rng();
-    for (int i = 0; i < 12; ++i, v >>= 4) s += hex[v & 15];
-    return s;
-}
-
 // A database of its own (the test user may use every ft_* database), dropped at the end.
 struct test_db {
-    std::string name = "ft_" + random_suffix();
+    std::string name = "ft_" + server_test::random_suffix();
     explicit test_db(const std::string& charset = "utf8mb4") {
         admin()->exec("CREATE DATABASE `" + name + "` CHARACTER SET " + charset);
     }
@@ -246,24 +159,10 @@ std::vector<std::string> connections_to(raw_conn& a, const std::string& db) {
     return ids;
 }
 
-// A loopback port with nobody listening.
-unsigned unused_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-}
-
 // Roles are global to the server: unique names, dropped at the end.
 struct test_roles {
-    std::string writer = "fw_" + random_suffix();
-    std::string reader = "fr_" + random_suffix();
+    std::string writer = "fw_" + server_test::random_suffix();
+    std::string reader = "fr_" + server_test::random_suffix();
     std::vector<std::string> users;
     ~test_roles() {
         try {
@@ -276,7 +175,7 @@ struct test_roles {
     }
     // A user holding `role` as its default role.
     std::string user_with(const std::string& role, const std::string& password) {
-        std::string u = "fu_" + random_suffix();
+        std::string u = "fu_" + server_test::random_suffix();
         users.push_back(u);
         auto a = admin();
         a->exec("CREATE USER '" + u + "'@'%' IDENTIFIED BY " + a->quote(password));
@@ -349,14 +248,10 @@ TEST_CASE("mysql_store without a schema and create_schema off is fatal", "[mysql
     test_db db;
     auto c = config_for(db);
     c.create_schema = false;
-    try {
-        mysql_store store(c);
-        FAIL("opened without a schema");
-    } catch (const store_error& e) {
-        CHECK(e.status == write_status::fatal);
-        CHECK_THAT(e.what(),
-                   Catch::Contains("fastret schema mysql --apply") && Catch::Contains(db.name));
-    }
+    auto e = open_refused<mysql_store>(c, "opened without a schema");
+    CHECK(e.status == write_status::fatal);
+    CHECK_THAT(e.what(),
+               Catch::Contains("fastret schema mysql --apply") && Catch::Contains(db.name));
 }
 
 TEST_CASE("mysql_schema DDL runs twice and roles give least privilege", "[mysql]") {
@@ -375,7 +270,7 @@ TEST_CASE("mysql_schema DDL runs twice and roles give least privilege", "[mysql]
     raw->exec(ddl);  // idempotent
     CHECK(raw->scalar(shape) == first);
 
-    const std::string pw = "pw-" + random_suffix();
+    const std::string pw = "pw-" + server_test::random_suffix();
     auto config_as = [&](const std::string& user) {
         auto c = config_for(db);
         c.user = user;
@@ -426,14 +321,10 @@ TEST_CASE("mysql_schema DDL runs twice and roles give least privilege", "[mysql]
         auto c = config_as(user);
         c.db = empty.name;
         c.create_schema = true;
-        try {
-            mysql_store s(c);
-            FAIL("opened without a schema");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("fastret schema mysql --apply") &&
-                                     Catch::Contains("denied"));
-        }
+        auto e = open_refused<mysql_store>(c, "opened without a schema");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("fastret schema mysql --apply") &&
+                                 Catch::Contains("denied"));
     }
 }
 
@@ -779,8 +670,8 @@ TEST_CASE("mysql_store splits a batch at max_allowed_packet", "[mysql]") {
 TEST_CASE("mysql_store TLS: verified by default, refused with another CA", "[mysql]") {
     test_db db;
     auto a = admin();
-    const std::string pw = "pw-" + random_suffix();
-    const std::string tls_user = "ftls_" + random_suffix();
+    const std::string pw = "pw-" + server_test::random_suffix();
+    const std::string tls_user = "ftls_" + server_test::random_suffix();
     a->exec("CREATE USER '" + tls_user + "'@'%' IDENTIFIED BY " + a->quote(pw) + " REQUIRE X509");
     a->exec("GRANT ALL ON `" + db.name + "`.* TO '" + tls_user + "'@'%'");
     struct drop_user {
@@ -804,14 +695,10 @@ TEST_CASE("mysql_store TLS: verified by default, refused with another CA", "[mys
         CHECK(store.count("salt_returns") == 1);
     }
     SECTION("without the client certificate the server refuses") {
-        try {
-            mysql_store store(c);
-            FAIL("connected without a client certificate");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("1045"));
-            CHECK_THAT(e.what(), !Catch::Contains(pw));
-        }
+        auto e = open_refused<mysql_store>(c, "connected without a client certificate");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("1045"));
+        CHECK_THAT(e.what(), !Catch::Contains(pw));
     }
     SECTION("another CA: the certificate is rejected, fatal, the message says what to check") {
         c.ssl_cert = info("client_cert");
@@ -819,13 +706,9 @@ TEST_CASE("mysql_store TLS: verified by default, refused with another CA", "[mys
         c.ssl_ca = info("other_ca");
         for (auto mode : {mysql_ssl_mode::verify_identity, mysql_ssl_mode::verify_ca}) {
             c.ssl_mode = mode;
-            try {
-                mysql_store store(c);
-                FAIL("connected with the wrong CA");
-            } catch (const store_error& e) {
-                CHECK(e.status == write_status::fatal);
-                CHECK_THAT(e.what(), Catch::Contains("2026") && Catch::Contains("ssl_ca"));
-            }
+            auto e = open_refused<mysql_store>(c, "connected with the wrong CA");
+            CHECK(e.status == write_status::fatal);
+            CHECK_THAT(e.what(), Catch::Contains("2026") && Catch::Contains("ssl_ca"));
         }
     }
     SECTION("ssl_mode required encrypts without checking") {
@@ -858,16 +741,12 @@ TEST_CASE("mysql_store TLS: verified by default, refused with another CA", "[mys
 TEST_CASE("mysql_store: no server on the port is retry, within the connect timeout", "[mysql]") {
     test_db db;
     auto c = config_for(db);
-    c.port = unused_port();
+    c.port = server_test::unused_loopback_port();
     c.connect_timeout_ms = 2000;
     const auto start = std::chrono::steady_clock::now();
-    try {
-        mysql_store store(c);
-        FAIL("connected to nothing");
-    } catch (const store_error& e) {
-        CHECK(e.status == write_status::retry);
-        CHECK_THAT(e.what(), Catch::Contains(std::to_string(c.port)));
-    }
+    auto e = open_refused<mysql_store>(c, "connected to nothing");
+    CHECK(e.status == write_status::retry);
+    CHECK_THAT(e.what(), Catch::Contains(std::to_string(c.port)));
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
 
     // Through the sink: the record waits (retry), nothing is thrown.
@@ -885,18 +764,14 @@ TEST_CASE("mysql_store: no server on the port is retry, within the connect timeo
 TEST_CASE("mysql_store: a wrong password is fatal and never shown", "[mysql]") {
     test_db db;
     auto c = config_for(db);
-    c.password = "wrong-" + random_suffix();
-    try {
-        mysql_store store(c);
-        FAIL("logged in with a wrong password");
-    } catch (const store_error& e) {
-        CHECK(e.status == write_status::fatal);
-        CHECK_THAT(e.what(), Catch::Contains("Access denied") && Catch::Contains(info("user")));
-        CHECK_THAT(e.what(), !Catch::Contains(c.password));
-    }
+    c.password = "wrong-" + server_test::random_suffix();
+    auto e = open_refused<mysql_store>(c, "logged in with a wrong password");
+    CHECK(e.status == write_status::fatal);
+    CHECK_THAT(e.what(), Catch::Contains("Access denied") && Catch::Contains(info("user")));
+    CHECK_THAT(e.what(), !Catch::Contains(c.password));
     // An unknown database is fatal too, and says so.
     auto d = config_for(db);
-    d.db = "ft_missing_" + random_suffix();
+    d.db = "ft_missing_" + server_test::random_suffix();
     CHECK_THROWS_WITH(mysql_store(d), Catch::Contains("create the database"));
 }
 

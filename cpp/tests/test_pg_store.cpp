@@ -19,7 +19,6 @@
 #include <fstream>
 #include <map>
 #include <random>
-#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -32,6 +31,7 @@
 #include "fastret/sink.hpp"
 #include "fastret/sqlite_store.hpp"
 #include "job_store_conformance.hpp"
+#include "server_fixture.hpp"
 #include "sinks/postgres_sink.hpp"
 
 using namespace fastret;
@@ -43,74 +43,6 @@ namespace {
 
 // ---- the server ----------------------------------------------------------------------------
 
-// The top-level scalar members of a JSON object (strings, numbers, booleans); nested values
-// are skipped. Enough for the fixture's info.json.
-std::map<std::string, std::string> read_flat_json(const std::string& text) {
-    std::map<std::string, std::string> out;
-    std::size_t i = 0;
-    auto ws = [&] {
-        while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
-    };
-    auto str = [&] {
-        std::string s;
-        ++i;  // opening quote
-        while (i < text.size() && text[i] != '"') {
-            if (text[i] == '\\' && i + 1 < text.size()) {
-                ++i;
-                switch (text[i]) {
-                    case 'n': s += '\n'; break;
-                    case 't': s += '\t'; break;
-                    default: s += text[i];
-                }
-            } else {
-                s += text[i];
-            }
-            ++i;
-        }
-        ++i;  // closing quote
-        return s;
-    };
-    auto skip_nested = [&] {
-        int depth = 0;
-        do {
-            if (text[i] == '"') {
-                str();
-                continue;
-            }
-            if (text[i] == '{' || text[i] == '[') ++depth;
-            if (text[i] == '}' || text[i] == ']') --depth;
-            ++i;
-        } while (i < text.size() && depth > 0);
-    };
-    ws();
-    if (i >= text.size() || text[i] != '{') return out;
-    ++i;
-    for (;;) {
-        ws();
-        if (i >= text.size() || text[i] == '}') break;
-        if (text[i] == ',') {
-            ++i;
-            continue;
-        }
-        std::string key = str();
-        ws();
-        ++i;  // colon
-        ws();
-        if (text[i] == '"') {
-            out[key] = str();
-        } else if (text[i] == '{' || text[i] == '[') {
-            skip_nested();
-        } else {
-            auto end = text.find_first_of(",}\n", i);
-            std::string v = text.substr(i, end - i);
-            while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.pop_back();
-            out[key] = v;
-            i = end;
-        }
-    }
-    return out;
-}
-
 struct server_info {
     std::string host, hostname, port, socket_dir, superuser, superuser_password, user, password,
         dbname, cert_user, ca, other_ca, client_cert, client_key;
@@ -118,17 +50,7 @@ struct server_info {
 
 const server_info& server() {
     static const server_info info = [] {
-        const char* path = std::getenv("FASTRET_TEST_POSTGRES");
-        if (!path || !*path)
-            FAIL("FASTRET_TEST_POSTGRES is not set: run these tests through ctest (its "
-                 "postgres_server fixture starts the server), or start one with `python3 "
-                 "tests/fixtures/postgres_server.py start DIR` and set "
-                 "FASTRET_TEST_POSTGRES=DIR/info.json");
-        std::ifstream f(path);
-        if (!f) FAIL(std::string("FASTRET_TEST_POSTGRES: cannot read ") + path);
-        std::stringstream ss;
-        ss << f.rdbuf();
-        auto j = read_flat_json(ss.str());
+        auto j = server_test::fixture_info("postgres");
         server_info s;
         s.host = j["host"];
         s.hostname = j["hostname"];
@@ -145,7 +67,7 @@ const server_info& server() {
         s.client_cert = j["client_cert"];
         s.client_key = j["client_key"];
         if (s.port.empty() || s.superuser.empty())
-            FAIL(std::string("FASTRET_TEST_POSTGRES: ") + path + " is not the fixture's info.json");
+            throw std::runtime_error("FASTRET_TEST_POSTGRES: not the fixture's info.json");
         return s;
     }();
     return info;
@@ -217,17 +139,9 @@ private:
     std::string last_error_;
 };
 
-std::string random_suffix() {
-    static std::mt19937_64 rng(std::random_device{}() ^ static_cast<std::uint64_t>(::getpid()));
-    char buf[20];
-    std::snprintf(buf, sizeof buf, "%012llx",
-                  static_cast<unsigned long long>(rng() & 0xffffffffffffULL));
-    return buf;
-}
-
 // A database of the test's own, owned by the test user; dropped at the end.
 struct test_db {
-    std::string name = "fastret_t_" + random_suffix();
+    std::string name = "fastret_t_" + server_test::random_suffix();
     explicit test_db(const std::string& owner = server().user) {
         admin().exec("CREATE DATABASE " + name + " OWNER \"" + owner + "\"");
     }
@@ -255,19 +169,6 @@ struct test_db {
     }
     admin db_admin() const { return admin(name); }
 };
-
-// A TCP port on 127.0.0.1 that nothing listens on.
-int free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
 
 // A fake peer on 127.0.0.1 for fault injection: it listens; `answer` (if any) is run on each
 // accepted connection in the listener's thread.
@@ -386,7 +287,7 @@ TEST_CASE("pg_store creates the schema, and the DDL runs again without change", 
 
 TEST_CASE("postgres_schema gives the DDL with a writer and a reader role", "[postgres]") {
     test_db db(server().superuser);
-    const std::string suffix = random_suffix();
+    const std::string suffix = server_test::random_suffix();
     const std::string writer = "fastret_w_" + suffix, reader = "fastret_r_" + suffix;
     const std::string ddl = postgres_schema(writer, reader);
     CHECK_THAT(ddl, Catch::Contains("CREATE TABLE IF NOT EXISTS salt_returns"));
@@ -420,7 +321,7 @@ TEST_CASE("postgres_schema gives the DDL with a writer and a reader role", "[pos
             CHECK(e.status == write_status::fatal);
             CHECK_THAT(e.what(), Catch::Contains("permission denied"));
         }
-        const std::string pw = "pw-" + random_suffix();
+        const std::string pw = "pw-" + server_test::random_suffix();
         a.exec("ALTER ROLE \"" + writer + "\" PASSWORD '" + pw + "'");
         a.exec("ALTER ROLE \"" + reader + "\" PASSWORD '" + pw + "'");
 
@@ -661,7 +562,7 @@ TEST_CASE("pg_store clean_old_jobs deletes or archives", "[postgres]") {
 TEST_CASE("pg_store gives the same answers as sqlite_store for the same writes", "[postgres]") {
     test_db db;
     pg_store pg(db.config());
-    const auto dir = fs::temp_directory_path() / ("fastret_pg_parity_" + random_suffix());
+    const auto dir = fs::temp_directory_path() / ("fastret_pg_parity_" + server_test::random_suffix());
     fs::create_directories(dir);
     struct rm {
         fs::path p;
@@ -878,33 +779,25 @@ TEST_CASE("pg_store connects with verified TLS and refuses an unverified server"
     SECTION("a server certificate from another CA is fatal, with what to check") {
         auto cfg = db.config();
         cfg.sslrootcert = s.other_ca;
-        try {
-            pg_store store(cfg);
-            FAIL("connected to a server the CA did not sign");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("server certificate verification failed") &&
-                                     Catch::Contains("sslrootcert"));
-        }
+        auto e = open_refused<pg_store>(cfg, "connected to a server the CA did not sign");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("server certificate verification failed") &&
+                                 Catch::Contains("sslrootcert"));
     }
     SECTION("a certificate for another host name is fatal") {
         auto cfg = db.config();
         cfg.host = "elsewhere.invalid";
         cfg.dsn = "hostaddr=127.0.0.1";  // reach the server while verifying another name
-        try {
-            pg_store store(cfg);
-            FAIL("accepted a certificate for another name");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("does not match"));
-        }
+        auto e = open_refused<pg_store>(cfg, "accepted a certificate for another name");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("does not match"));
         cfg.sslmode = "verify-ca";  // the CA alone: accepted
         pg_store store(cfg);
         CHECK(store.count("jids") == 0);
     }
     SECTION("a revoked server certificate is refused with sslcrl; a missing CRL file is fatal") {
         // A CRL from the test CA that revokes the server's certificate.
-        const auto dir = fs::temp_directory_path() / ("fastret_pg_crl_" + random_suffix());
+        const auto dir = fs::temp_directory_path() / ("fastret_pg_crl_" + server_test::random_suffix());
         fs::create_directories(dir);
         struct rm {
             fs::path p;
@@ -930,33 +823,21 @@ TEST_CASE("pg_store connects with verified TLS and refuses an unverified server"
                              "' >/dev/null 2>&1").c_str()) == 0);
         auto cfg = db.config();
         cfg.sslcrl = (dir / "crl.pem").string();
-        try {
-            pg_store store(cfg);
-            FAIL("accepted a revoked server certificate");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("certificate verify failed") &&
-                                     Catch::Contains("sslcrl"));
-        }
+        auto e = open_refused<pg_store>(cfg, "accepted a revoked server certificate");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("certificate verify failed") &&
+                                 Catch::Contains("sslcrl"));
         cfg.sslcrl = (dir / "no-such-crl.pem").string();
-        try {
-            pg_store store(cfg);
-            FAIL("went on without the CRL it was given");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("no-such-crl.pem"));
-        }
+        auto missing = open_refused<pg_store>(cfg, "went on without the CRL it was given");
+        CHECK(missing.status == write_status::fatal);
+        CHECK_THAT(missing.what(), Catch::Contains("no-such-crl.pem"));
     }
     SECTION("verify-full without a CA file says to set sslrootcert") {
         auto cfg = db.config();
         cfg.sslrootcert = "/nonexistent/fastret/ca.crt";
-        try {
-            pg_store store(cfg);
-            FAIL("verified without a CA");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("set sslrootcert"));
-        }
+        auto e = open_refused<pg_store>(cfg, "verified without a CA");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("set sslrootcert"));
     }
     SECTION("a server without TLS is fatal and the message says to set sslmode") {
         // A peer that answers the TLS request with 'N' (no TLS), as a server with ssl=off.
@@ -967,13 +848,9 @@ TEST_CASE("pg_store connects with verified TLS and refuses an unverified server"
         });
         auto cfg = db.config();
         cfg.port = plain.port();
-        try {
-            pg_store store(cfg);
-            FAIL("connected without TLS");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("does not offer TLS") && Catch::Contains("sslmode"));
-        }
+        auto e = open_refused<pg_store>(cfg, "connected without TLS");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("does not offer TLS") && Catch::Contains("sslmode"));
     }
     SECTION("mutual TLS: the client certificate is the credential") {
         auto cfg = db.config();
@@ -1010,16 +887,12 @@ TEST_CASE("pg_store classifies connection failures", "[postgres]") {
     test_db db;
     SECTION("no server on the port: retry, within the connect timeout") {
         auto cfg = db.config();
-        cfg.port = std::to_string(free_port());
+        cfg.port = std::to_string(server_test::unused_loopback_port());
         cfg.connect_timeout_ms = 1000;
         auto t0 = std::chrono::steady_clock::now();
-        try {
-            pg_store store(cfg);
-            FAIL("connected to nothing");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::retry);
-            CHECK_THAT(e.what(), Catch::Contains("refused"));
-        }
+        auto e = open_refused<pg_store>(cfg, "connected to nothing");
+        CHECK(e.status == write_status::retry);
+        CHECK_THAT(e.what(), Catch::Contains("refused"));
         CHECK(std::chrono::steady_clock::now() - t0 < 1500ms);
     }
     SECTION("a peer that never answers: retry after the connect timeout") {
@@ -1028,13 +901,9 @@ TEST_CASE("pg_store classifies connection failures", "[postgres]") {
         cfg.port = silent.port();
         cfg.connect_timeout_ms = 700;
         auto t0 = std::chrono::steady_clock::now();
-        try {
-            pg_store store(cfg);
-            FAIL("connected to a silent peer");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::retry);
-            CHECK_THAT(e.what(), Catch::Contains("timed out"));
-        }
+        auto e = open_refused<pg_store>(cfg, "connected to a silent peer");
+        CHECK(e.status == write_status::retry);
+        CHECK_THAT(e.what(), Catch::Contains("timed out"));
         auto took = std::chrono::steady_clock::now() - t0;
         CHECK(took >= 650ms);
         CHECK(took < 2000ms);
@@ -1042,37 +911,25 @@ TEST_CASE("pg_store classifies connection failures", "[postgres]") {
     SECTION("a wrong password is fatal and never shown") {
         auto cfg = db.config();
         cfg.password = "Wr0ng-S3cret-Pa55";
-        try {
-            pg_store store(cfg);
-            FAIL("logged in with a wrong password");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("password authentication failed"));
-            CHECK_THAT(e.what(), !Catch::Contains("Wr0ng-S3cret-Pa55"));
-        }
+        auto e = open_refused<pg_store>(cfg, "logged in with a wrong password");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("password authentication failed"));
+        CHECK_THAT(e.what(), !Catch::Contains("Wr0ng-S3cret-Pa55"));
     }
     SECTION("a missing database is fatal") {
         auto cfg = db.config();
         cfg.dbname = "fastret_no_such_db";
-        try {
-            pg_store store(cfg);
-            FAIL("connected to a missing database");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("does not exist"));
-        }
+        auto e = open_refused<pg_store>(cfg, "connected to a missing database");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("does not exist"));
     }
     SECTION("a malformed dsn is fatal and not quoted (it may hold the password)") {
         auto cfg = db.config();
         cfg.dsn = "host=127.0.0.1 password=Top Secr3t-Word";
-        try {
-            pg_store store(cfg);
-            FAIL("accepted a malformed dsn");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("dsn"));
-            CHECK_THAT(e.what(), !Catch::Contains("Secr3t") && !Catch::Contains("Top"));
-        }
+        auto e = open_refused<pg_store>(cfg, "accepted a malformed dsn");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("dsn"));
+        CHECK_THAT(e.what(), !Catch::Contains("Secr3t") && !Catch::Contains("Top"));
     }
     SECTION("a dsn supplies what is not set, and its password is never shown") {
         const auto& s = server();
@@ -1084,13 +941,9 @@ TEST_CASE("pg_store classifies connection failures", "[postgres]") {
             write_ok(store, {event("salt/dsn", "{}", 1)});
         }
         cfg.dbname = "fastret_no_such_db";  // set: overrides the dsn's
-        try {
-            pg_store store(cfg);
-            FAIL("the dbname option did not override the dsn");
-        } catch (const store_error& e) {
-            CHECK_THAT(e.what(), Catch::Contains("fastret_no_such_db"));
-            CHECK_THAT(e.what(), !Catch::Contains(s.password));
-        }
+        auto e = open_refused<pg_store>(cfg, "the dbname option did not override the dsn");
+        CHECK_THAT(e.what(), Catch::Contains("fastret_no_such_db"));
+        CHECK_THAT(e.what(), !Catch::Contains(s.password));
     }
 }
 
@@ -1099,25 +952,17 @@ TEST_CASE("pg_store reports a missing schema it may not create as fatal", "[post
         test_db db;
         auto cfg = db.config();
         cfg.create_schema = false;
-        try {
-            pg_store store(cfg);
-            FAIL("opened without a schema");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("fastret schema postgres --apply"));
-            CHECK_THAT(e.what(), Catch::Contains("salt_events.record_id"));
-        }
+        auto e = open_refused<pg_store>(cfg, "opened without a schema");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("fastret schema postgres --apply"));
+        CHECK_THAT(e.what(), Catch::Contains("salt_events.record_id"));
     }
     SECTION("a user without the privilege to create it") {
         test_db db(server().superuser);  // public schema owned by the superuser's database
-        try {
-            pg_store store(db.config());
-            FAIL("created a schema without the privilege");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("schema missing: run `fastret schema postgres --apply`"));
-            CHECK_THAT(e.what(), Catch::Contains("permission denied"));
-        }
+        auto e = open_refused<pg_store>(db.config(), "created a schema without the privilege");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("schema missing: run `fastret schema postgres --apply`"));
+        CHECK_THAT(e.what(), Catch::Contains("permission denied"));
         // Created by an administrator, the same user opens it.
         auto a = db.db_admin();
         for (const auto& stmt : postgres_schema_statements()) a.exec(stmt);
@@ -1345,7 +1190,7 @@ TEST_CASE("postgres sink options, registry and delegation", "[postgres][sink]") 
 
     // The sink opens lazily: a server that is down is a retry, not an exception.
     config_map down = raw;
-    down["port"] = static_cast<std::int64_t>(free_port());
+    down["port"] = static_cast<std::int64_t>(server_test::unused_loopback_port());
     down["connect_timeout_ms"] = std::int64_t{500};
     auto down_sink = make_sink("jobs", "postgres", down);
     auto r = down_sink->write(batch);

@@ -7,9 +7,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "fastret/config.hpp"
