@@ -36,21 +36,19 @@ import inspect
 import json
 import logging
 import os
-import platform
 import re
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import bench_foundation as bf  # noqa: E402  (same directory: generators, Salt set-up, formats)
+import benchlib as bl  # noqa: E402  (same directory: generators, Salt set-up, formats)
+from benchlib import REPO  # noqa: E402
 
 # Used only when neither the fixture modules nor --pg-dsn / --mysql-* are there (see
 # start_postgres / start_mysql): the machine's own services, with a warning.
@@ -134,7 +132,7 @@ def publish_load(jid: str) -> dict:
         "tgt": "web*", "tgt_type": "glob", "ret": "", "jid": jid, "user": "root",
         "to": 60, "kwargs": {"show_timeout": True, "show_jid": False, "delimiter": ":",
                              "cli": True, "batch": None, "metadata": {}},
-        "_stamp": bf.stamp(),
+        "_stamp": bl.stamp(),
     }
 
 
@@ -524,9 +522,9 @@ def reference_rows(n, jidgen, master_id, with_record_id):
     for i in range(n):
         if i % EVENT_BATCH == 0:
             jid = jidgen()
-        ev = bf.job_ret_event(jid, MINIONS[i % len(MINIONS)])
+        ev = bl.job_ret_event(jid, MINIONS[i % len(MINIONS)])
         ts = t + i * 1e-6
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
+        when = bl.utc_stamp(ts, " ")
         fields = [ev["tag"], json.dumps(ev["data"]), master_id, when]
         if with_record_id:
             fields.append(uuid.uuid4().hex)
@@ -652,8 +650,7 @@ def run_case(case, rets, section, ctx):
 
 
 def make_batches(n, jidgen):
-    return [[bf.job_ret_event(jid, MINIONS[i % len(MINIONS)]) for i in range(EVENT_BATCH)]
-            for jid in (jidgen() for _ in range(n))]
+    return bl.event_batches(n, jidgen, MINIONS, EVENT_BATCH)
 
 
 def flush_fastret(name):
@@ -736,7 +733,7 @@ def time_returner(case, rets, ctx):
         out = []
         while len(out) < n:
             jid = jidgen()
-            out.extend(bf.state_apply_return(jid, m) for m in MINIONS[:n - len(out)])
+            out.extend(bl.state_apply_return(jid, m) for m in MINIONS[:n - len(out)])
         return out
 
     for ret in work(5):  # warm-up
@@ -761,7 +758,7 @@ def time_returner(case, rets, ctx):
         calls += len(rets_)
     submitted += calls
     return {"calls": calls, "seconds": elapsed, "rate": calls / elapsed, "submitted": submitted,
-            "ret_bytes": len(json.dumps(bf.state_apply_return(jidgen(), MINIONS[0])))}
+            "ret_bytes": len(json.dumps(bl.state_apply_return(jidgen(), MINIONS[0])))}
 
 
 def time_save_load(case, rets, ctx):
@@ -824,7 +821,7 @@ def run_section(cases, rets, section, rounds, ctx):
                 continue
             res = run_case(c, rets, section, ctx)
             runs[c.name].append(res)
-            print(f"    {c.name:46s} {bf.fmt_rate(res['rate']):>12s}  ({describe(section, res)})",
+            print(f"    {c.name:46s} {bl.fmt_rate(res['rate']):>12s}  ({describe(section, res)})",
                   flush=True)
             if not res["rows_ok"] and res["errors_logged"]:
                 print(f"      first error logged: {res['errors_logged'][0]}", flush=True)
@@ -1006,10 +1003,10 @@ def setup(args, base, results):
             refs[name] = (PgCopy(server, db) if kind == "postgres"
                           else MyLoad(server, db, base))
 
-    cfg = bf.write_master_config(base, "master", conf)
+    cfg = bl.write_master_config(base, "master", conf)
     before = {k: {f"{prefix}_{d}": s.conn_counter(f"{prefix}_{d}") for (kk, d) in made if kk == k}
               for k, s in servers.items() if s is not None}
-    opts, rets = bf.load_returners(cfg)
+    opts, rets = bl.load_returners(cfg)
     at_load = {}
     for k, s in servers.items():
         if s is not None:
@@ -1100,42 +1097,20 @@ def main():
 
     base = tempfile.mkdtemp(prefix="fastret-bench-db-")
     os.chmod(base, 0o755)  # a throwaway server running as another user reaches its directory
-    native_so = getattr(fastret.native(), "__file__", "")
-    try:
-        head = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
-                              capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        head = ""
-    results = {
-        "env": {"python": platform.python_version(), "salt": salt.version.__version__,
-                "fastret": fastret.__version__, "cpus": os.cpu_count(),
-                "platform": platform.platform(), "quick": args.quick, "min_time": min_time,
-                "rounds": rounds, "save_load_calls": sl_calls,
-                "loadavg_start": os.getloadavg(), "source_tree": head,
-                "native_module": native_so,
-                "native_module_mtime": time.strftime(
-                    "%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(native_so)))
-                if native_so else None,
-                "tmpdir": base, "clients": client_versions()},
-        "servers": {},
-    }
-    print(f"fastret {fastret.__version__} database returners vs Salt {salt.version.__version__} "
-          f"stock returners; python {platform.python_version()}, {os.cpu_count()} CPUs, tmp "
-          f"{base}{' (quick)' if args.quick else ''}", flush=True)
-    print(f"installed fastret._native built {results['env']['native_module_mtime']}; source tree "
-          f"{head or '?'}; clients: "
-          f"{', '.join(f'{k} {v}' for k, v in results['env']['clients'].items())}")
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-          f"(other processes on this machine skew the rates)", flush=True)
+    results = {"env": bl.environment(base, quick=args.quick, min_time=min_time, rounds=rounds,
+                                     save_load_calls=sl_calls),
+               "servers": {}}
+    results["env"]["clients"] = client_versions()
+    title = (f"fastret {fastret.__version__} database returners vs Salt "
+                   f"{salt.version.__version__} stock returners")
+    bl.print_environment(title, results["env"], "; clients: " + ", ".join(
+        f"{k} {v}" for k, v in results["env"]["clients"].items()))
     servers, refs = {}, {}
     try:
         servers, cases, rets, refs = setup(args, base, results)
         run_all(args, cases, rets, results, min_time, rounds, sl_calls)
     finally:
-        if args.json:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(results, fh, indent=2, default=str)
-            print(f"\nresults written to {args.json}")
+        bl.write_results(args.json, results)
         cleanup(args, base, servers, refs)
     return 0 if all(t["met"] for t in results.get("targets", [])) and results.get("targets") else 1
 
@@ -1153,13 +1128,7 @@ def client_versions():
 
 
 def cleanup(args, base, servers, refs):
-    # Stop fastret's runtime first: it holds the databases' connections.
-    try:
-        from fastret import pipeline  # noqa: PLC0415
-
-        pipeline.close(5.0)
-    except Exception:  # noqa: BLE001
-        pass
+    bl.close_fastret()  # first: it holds the databases' connections
     for ref in refs.values():
         try:
             ref.close()
@@ -1208,7 +1177,7 @@ def ratio(a, b):
 def run_all(args, cases, rets, results, min_time, rounds, sl_calls):
     import fastret  # noqa: PLC0415
 
-    ctx = {"jidgen": bf.JidGen(), "min_time": min_time, "save_load_calls": sl_calls,
+    ctx = {"jidgen": bl.JidGen(), "min_time": min_time, "save_load_calls": sl_calls,
            "master_id": results["opts"]["id"]}
     returners = [c for c in cases if c.module]  # the returner cases (not the references)
     targets = []
@@ -1341,7 +1310,7 @@ def print_summary(results):
               f"{'rows':>6s} {'conns':>6s} {'vs ref':>8s}")
         for r in results["event_return"]:
             print(row_line(r) + ("" if r.get("rate") is None else
-                                 f" {bf.fmt_ratio(r.get('vs_reference')):>8s}"))
+                                 f" {bl.fmt_ratio(r.get('vs_reference')):>8s}"))
         print("  ('vs ref': the rate over the server's bulk load into fastret's tables, or into "
               "the stock tables\n   when fastret's were not measured)")
         for r in results["event_return"]:
@@ -1385,8 +1354,8 @@ def row_line(r):
     if r.get("rate") is None:
         return f"  {r['name']:46s} {'FAILED':>12s}  {(r.get('errors') or ['?'])[0][:80]}"
     conns = "-" if r.get("reference") else str(r["conn_opened"])
-    return (f"  {r['name']:46s} {bf.fmt_rate(r['rate']):>12s} "
-            f"{bf.fmt_ratio(r.get('vs_stock')):>10s} {'ok' if r['rows_ok'] else 'BAD':>6s} "
+    return (f"  {r['name']:46s} {bl.fmt_rate(r['rate']):>12s} "
+            f"{bl.fmt_ratio(r.get('vs_stock')):>10s} {'ok' if r['rows_ok'] else 'BAD':>6s} "
             f"{conns:>6s}")
 
 

@@ -28,7 +28,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -37,159 +36,27 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from benchlib import (  # noqa: E402  (same directory)
+    JidGen,
+    close_fastret,
+    dir_bytes,
+    environment,
+    event_batches,
+    fmt_ratio,
+    fmt_rate,
+    job_ret_event,
+    load_returners,
+    mib,
+    print_environment,
+    rss_kib,
+    state_apply_return,
+    write_master_config,
+    write_results,
+)
 
 # ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
-
-
-def dir_bytes(path: str) -> int:
-    """Bytes allocated on disk under `path` (like du), and 0 if it does not exist."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            total += st.st_blocks * 512
-    return total
-
-
-def fmt_rate(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} M/s"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} k/s"
-    return f"{x:.0f} /s"
-
-
-def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}x"
-
-
-def mib(kib_or_bytes: float, unit: str = "B") -> str:
-    v = kib_or_bytes * (1024 if unit == "KiB" else 1) / (1024 * 1024)
-    return f"{v:.1f} MiB"
-
-
-class JidGen:
-    """Distinct, realistic-looking Salt jids (20 digits: YYYYmmddHHMMSSffffff)."""
-
-    def __init__(self):
-        self.base = int(time.strftime("%Y%m%d%H%M%S")) * 1_000_000
-        self.n = 0
-
-    def __call__(self) -> str:
-        self.n += 1
-        return str(self.base + self.n)
-
-
-def stamp() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}"
-
-
-# ---------------------------------------------------------------------------------------------
-# realistic payloads
-
-
-def state_apply_return(jid: str, minion: str) -> dict:
-    """A job return like the one `state.apply` produces for two states (~1 KB as JSON)."""
-    return {
-        "id": minion,
-        "jid": jid,
-        "fun": "state.apply",
-        "fun_args": ["webserver"],
-        "cmd": "_return",
-        "success": True,
-        "retcode": 0,
-        "out": "highstate",
-        "return": {
-            "file_|-nginx-conf_|-/etc/nginx/nginx.conf_|-managed": {
-                "name": "/etc/nginx/nginx.conf",
-                "changes": {"diff": "--- \n+++ \n@@ -1,5 +1,5 @@\n user www-data;\n"
-                                    "-worker_processes 2;\n+worker_processes 4;\n"
-                                    " pid /run/nginx.pid;\n"
-                                    " include /etc/nginx/modules-enabled/*.conf;\n"
-                                    " events { worker_connections 768; }\n"},
-                "result": True,
-                "comment": "File /etc/nginx/nginx.conf updated",
-                "__sls__": "webserver",
-                "__run_num__": 0,
-                "start_time": "12:01:02.345678",
-                "duration": 12.345,
-                "__id__": "nginx-conf",
-            },
-            "service_|-nginx_|-nginx_|-running": {
-                "name": "nginx",
-                "changes": {"nginx": True},
-                "result": True,
-                "comment": "Service restarted",
-                "warnings": ["nginx: the configuration file syntax is ok"],
-                "__sls__": "webserver",
-                "__run_num__": 1,
-                "start_time": "12:01:02.358023",
-                "duration": 231.87,
-                "__id__": "nginx",
-            },
-        },
-    }
-
-
-def job_ret_event(jid: str, minion: str) -> dict:
-    """An event as Salt's EventReturn hands it over (full=True): tag + data (~500 B as JSON)."""
-    return {
-        "tag": f"salt/job/{jid}/ret/{minion}",
-        "data": {
-            "cmd": "_return",
-            "id": minion,
-            "success": True,
-            "return": {"pkg_|-nginx_|-nginx_|-installed": {"result": True, "changes": {},
-                                                          "comment": "All specified packages "
-                                                                     "are already installed"}},
-            "retcode": 0,
-            "jid": jid,
-            "fun": "state.sls",
-            "fun_args": ["webserver", {"test": False}],
-            "out": "highstate",
-            "_stamp": stamp(),
-        },
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Salt set-up: a master config under a temporary root_dir, loaded the real way
-
-
-def write_master_config(base: str, name: str, extra: dict) -> str:
-    import salt.utils.yaml  # noqa: PLC0415
-
-    root = os.path.join(base, name)
-    os.makedirs(os.path.join(root, "etc", "salt"), exist_ok=True)
-    conf = {"root_dir": root, "id": f"bench-master-{name}", "log_level": "quiet"}
-    conf.update(extra)
-    path = os.path.join(root, "etc", "salt", "master")
-    with open(path, "w", encoding="utf-8") as fh:
-        salt.utils.yaml.safe_dump(conf, fh, default_flow_style=False)
-    return path
-
-
-def load_returners(config_path: str):
-    import salt.config  # noqa: PLC0415
-    import salt.loader  # noqa: PLC0415
-
-    opts = salt.config.master_config(config_path)
-    os.makedirs(opts["cachedir"], exist_ok=True)
-    return opts, salt.loader.returners(opts, {})
+# Salt set-up
 
 
 def fastret_stats() -> list:
@@ -255,11 +122,7 @@ def bench_event_return(name, rets, fn_name, min_time, batches_per_chunk, jidgen,
     nat = fastret.native()
 
     def make_batches(n):
-        out = []
-        for _ in range(n):
-            jid = jidgen()
-            out.append([job_ret_event(jid, minions[i % len(minions)]) for i in range(100)])
-        return out
+        return event_batches(n, jidgen, minions)
 
     for batch in make_batches(3):  # warm-up
         fn(batch)
@@ -521,44 +384,14 @@ def main():
     import fastret  # noqa: PLC0415
 
     base = tempfile.mkdtemp(prefix="fastret-bench-")
-    native_so = getattr(fastret.native(), "__file__", "")
-    try:
-        head = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
-                              capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        head = ""
-    results = {
-        "env": {"python": platform.python_version(), "salt": salt.version.__version__,
-                "fastret": fastret.__version__, "cpus": os.cpu_count(),
-                "platform": platform.platform(), "quick": args.quick, "min_time": min_time,
-                "rounds": rounds, "loadavg_start": os.getloadavg(), "source_tree": head,
-                "native_module": native_so,
-                "native_module_mtime": time.strftime(
-                    "%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(native_so)))
-                if native_so else None,
-                "tmpdir": base},
-    }
-    print(f"fastret {fastret.__version__} vs Salt {salt.version.__version__} stock returners; "
-          f"python {platform.python_version()}, {os.cpu_count()} CPUs, tmp {base}"
-          f"{' (quick)' if args.quick else ''}", flush=True)
-    print(f"installed fastret._native built {results['env']['native_module_mtime']}; source tree "
-          f"{head or '?'}")
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-          f"(other processes on this machine skew the rates)", flush=True)
+    results = {"env": environment(base, quick=args.quick, min_time=min_time, rounds=rounds)}
+    print_environment(f"fastret {fastret.__version__} vs Salt {salt.version.__version__} stock "
+                      "returners", results["env"])
     try:
         run_all(args, base, results, min_time, rounds, sc_runs, mem_events)
     finally:
-        if args.json:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(results, fh, indent=2, default=str)
-            print(f"\nresults written to {args.json}")
-        # stop fastret's runtime before removing its directories
-        try:
-            from fastret import pipeline  # noqa: PLC0415
-
-            pipeline.close(5.0)
-        except Exception:  # noqa: BLE001
-            pass
+        write_results(args.json, results)
+        close_fastret()  # before removing its directories
         if args.keep:
             print(f"kept {base}")
         else:

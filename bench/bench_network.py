@@ -5,7 +5,7 @@ the same bytes (the physical reference). A benchmark, not a test::
 
     .venv/bin/python bench/bench_network.py [--quick] [--json results.json]
 
-Events: bench_foundation's job_ret_event (~500 B), batches of 100, as EventReturn hands them
+Events: benchlib's job_ret_event (~500 B), batches of 100, as EventReturn hands them
 over. fastret's rate includes delivery (a flush at the end of the timed run). The receiver is
 a separate process that reads and discards (TLS terminated by Python's ssl). The stock syslog
 returner has no event_return: its returner() is called once per event, as a user would have to;
@@ -29,10 +29,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "tests", "fixtures"))
-import bench_foundation as bf  # noqa: E402
+import benchlib as bl  # noqa: E402
+
+sys.path.insert(0, os.path.join(bl.REPO, "tests", "fixtures"))
 import certs  # noqa: E402
 
 
@@ -74,14 +74,14 @@ def start_receiver(pki, use_tls):
 
 
 def make_batches(n_batches, jidgen, minions=50):
-    return [[bf.job_ret_event(jidgen(), f"minion-{i % minions}") for i in range(100)]
+    return [[bl.job_ret_event(jidgen(), f"minion-{i % minions}") for i in range(100)]
             for _ in range(n_batches)]
 
 
 def bench_fastret(module, cfg, base, batches):
-    path = bf.write_master_config(base, f"{module}-{cfg.get('transport', cfg.get('protocol'))}",
+    path = bl.write_master_config(base, f"{module}-{cfg.get('transport', cfg.get('protocol'))}",
                                   {module: cfg, "event_return": module})
-    opts, rets = bf.load_returners(path)
+    opts, rets = bl.load_returners(path)
     fn = rets[f"{module}.event_return"]
     import fastret
 
@@ -96,8 +96,8 @@ def bench_fastret(module, cfg, base, batches):
 
 
 def bench_stock_syslog(base, batches):
-    path = bf.write_master_config(base, "stock-syslog", {})
-    opts, rets = bf.load_returners(path)
+    path = bl.write_master_config(base, "stock-syslog", {})
+    opts, rets = bl.load_returners(path)
     fn = rets["syslog.returner"]
     t0 = time.perf_counter()
     n = 0
@@ -118,7 +118,7 @@ def bench_raw(port, pki, use_tls, batches):
     for b in batches:
         buf = bytearray()
         for ev in b:
-            msg = (f"<14>1 {bf.stamp()}Z {ev['data']['id']} salt 1 event [salt@32473 "
+            msg = (f"<14>1 {bl.stamp()}Z {ev['data']['id']} salt 1 event [salt@32473 "
                    f"jid=\"{ev['data']['jid']}\"] ").encode() + json.dumps(ev["data"]).encode()
             buf += str(len(msg)).encode() + b" " + msg
         payloads.append(bytes(buf))
@@ -138,7 +138,7 @@ def main():
     n_batches = 300 if args.quick else 2000
     base = tempfile.mkdtemp(prefix="fastret-bench-net-")
     pki = certs.make_pki(os.path.join(base, "pki"))
-    jidgen = bf.JidGen() if hasattr(bf, "JidGen") else (lambda c=[0]: str(c.__setitem__(0, c[0] + 1) or c[0]))
+    jidgen = bl.JidGen()
     batches = make_batches(n_batches, jidgen)
     results = {}
     _, tcp_port = start_receiver(pki, False)
@@ -157,14 +157,14 @@ def main():
     for label, module, cfg in cases:
         rate, ok = bench_fastret(module, cfg, base, batches)
         results[label] = rate
-        print(f"{label:28s} {bf.fmt_rate(rate):>12s}  delivered={ok}")
+        print(f"{label:28s} {bl.fmt_rate(rate):>12s}  delivered={ok}")
     results["stock syslog returner"] = bench_stock_syslog(base, batches[: max(50, n_batches // 10)])
-    print(f"{'stock syslog returner':28s} {bf.fmt_rate(results['stock syslog returner']):>12s}"
+    print(f"{'stock syslog returner':28s} {bl.fmt_rate(results['stock syslog returner']):>12s}"
           f"  (/dev/log {'present' if os.path.exists('/dev/log') else 'absent: messages dropped by libc'})")
     results["raw socket tcp"] = bench_raw(tcp_port, pki, False, batches)
     results["raw socket tls"] = bench_raw(tls_port, pki, True, batches)
-    print(f"{'raw socket tcp':28s} {bf.fmt_rate(results['raw socket tcp']):>12s}")
-    print(f"{'raw socket tls':28s} {bf.fmt_rate(results['raw socket tls']):>12s}")
+    print(f"{'raw socket tcp':28s} {bl.fmt_rate(results['raw socket tcp']):>12s}")
+    print(f"{'raw socket tls':28s} {bl.fmt_rate(results['raw socket tls']):>12s}")
     tls = results["fastret_syslog tls"]
     ratios = {
         "tls vs stock syslog": tls / results["stock syslog returner"],
@@ -173,17 +173,13 @@ def main():
     }
     print()
     for k, v in ratios.items():
-        print(f"{k:28s} {bf.fmt_ratio(v):>12s}")
+        print(f"{k:28s} {bl.fmt_ratio(v):>12s}")
     print()
     print(f"target >= 100k events/s over TLS: {'met' if tls >= 100_000 else 'NOT met'}")
     print(f"target >= 5x stock syslog:        {'met' if ratios['tls vs stock syslog'] >= 5 else 'NOT met'}")
     print(f"target >= 0.5x raw socket (TLS):  {'met' if ratios['tls vs raw tls'] >= 0.5 else 'NOT met'}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"rates": results, "ratios": ratios}, fh, indent=2)
-    import fastret.pipeline
-
-    fastret.pipeline.close(5)
+    bl.write_results(args.json, {"rates": results, "ratios": ratios})
+    bl.close_fastret()
 
 
 if __name__ == "__main__":

@@ -211,37 +211,80 @@ const char* k_returns_ddl =
 
 using writer = std::function<void(PGconn*, const std::vector<row>&)>;
 
-void ev_copy_plain_bin(PGconn* c, const std::vector<row>& rows) {
-    exec(c, "BEGIN");
-    PGresult* r = PQexec(c,
-                         "COPY b_events (tag, data, alter_time, master_id, record_id) FROM STDIN "
-                         "(FORMAT binary)");
+// COPY ... FROM STDIN of `data` (already in the statement's format) in the open transaction.
+void copy_in(PGconn* c, const char* copy_sql, const std::string& data) {
+    PGresult* r = PQexec(c, copy_sql);
     if (PQresultStatus(r) != PGRES_COPY_IN) die(c, "copy");
     PQclear(r);
+    if (PQputCopyData(c, data.data(), static_cast<int>(data.size())) != 1) die(c, "putcopy");
+    if (PQputCopyEnd(c, nullptr) != 1) die(c, "copyend");
+    check(c, PQgetResult(c), "copy result");
+    while ((r = PQgetResult(c))) PQclear(r);
+}
+
+// COPY's binary format: header, per row the field count and `fields(buf, row)`, trailer.
+template <class F>
+std::string copy_binary(const std::vector<row>& rows, std::uint16_t n_fields, F fields) {
     std::string buf("PGCOPY\n\377\r\n\0", 11);
     put32(buf, 0);
     put32(buf, 0);
     for (const auto& x : rows) {
-        put16(buf, 5);
-        bin_text(buf, x.tag);
-        bin_jsonb(buf, x.data);
-        bin_ts(buf, x.ts_us);
-        bin_text(buf, x.master);
-        bin_text(buf, x.record_id);
+        put16(buf, n_fields);
+        fields(buf, x);
     }
     put16(buf, 0xffff);
-    if (PQputCopyData(c, buf.data(), static_cast<int>(buf.size())) != 1) die(c, "putcopy");
-    if (PQputCopyEnd(c, nullptr) != 1) die(c, "copyend");
-    check(c, PQgetResult(c), "copy result");
-    while ((r = PQgetResult(c))) PQclear(r);
+    return buf;
+}
+
+// tag, data, alter_time, master_id, record_id
+void event_fields(std::string& buf, const row& x) {
+    bin_text(buf, x.tag);
+    bin_jsonb(buf, x.data);
+    bin_ts(buf, x.ts_us);
+    bin_text(buf, x.master);
+    bin_text(buf, x.record_id);
+}
+
+// fun, jid, "return", id, success, full_ret, alter_time, record_id, retcode
+void return_fields(std::string& buf, const row& x) {
+    bin_text(buf, x.fun);
+    bin_text(buf, x.jid);
+    bin_jsonb(buf, "{\"file_|-x\":{\"result\":true}}");  // a client would have to split it
+    bin_text(buf, x.minion);
+    bin_text(buf, "true");
+    bin_jsonb(buf, x.data);
+    bin_ts(buf, x.ts_us);
+    bin_text(buf, x.record_id);
+    put32(buf, 8);
+    put64(buf, 0);
+}
+
+// One transaction in pipeline mode: BEGIN, the prepared statement `name`, COMMIT.
+void pipelined_transaction(PGconn* c, const char* name, int n_params, const char* const* vals,
+                           const int* lens, const int* fmts) {
+    if (PQenterPipelineMode(c) != 1) die(c, "pipeline");
+    PQsendQueryParams(c, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0);
+    PQsendQueryPrepared(c, name, n_params, vals, lens, fmts, 0);
+    PQsendQueryParams(c, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0);
+    PQpipelineSync(c);
+    for (int i = 0; i < 3; ++i) {
+        check(c, PQgetResult(c), "unnest");
+        if (PQgetResult(c)) die(c, "expected null");
+    }
+    PGresult* s = PQgetResult(c);
+    if (PQresultStatus(s) != PGRES_PIPELINE_SYNC) die(c, "sync");
+    PQclear(s);
+    PQexitPipelineMode(c);
+}
+
+void ev_copy_plain_bin(PGconn* c, const std::vector<row>& rows) {
+    exec(c, "BEGIN");
+    copy_in(c, "COPY b_events (tag, data, alter_time, master_id, record_id) FROM STDIN "
+               "(FORMAT binary)", copy_binary(rows, 5, event_fields));
     exec(c, "COMMIT");
 }
 
 void ev_copy_plain_text(PGconn* c, const std::vector<row>& rows) {
-    exec(c, "BEGIN");
-    PGresult* r = PQexec(c, "COPY b_events (tag, data, alter_time, master_id, record_id) FROM STDIN");
-    if (PQresultStatus(r) != PGRES_COPY_IN) die(c, "copy");
-    PQclear(r);
     std::string buf;
     for (const auto& x : rows) {
         copy_text(buf, x.tag);
@@ -255,10 +298,8 @@ void ev_copy_plain_text(PGconn* c, const std::vector<row>& rows) {
         buf += x.record_id;
         buf += '\n';
     }
-    if (PQputCopyData(c, buf.data(), static_cast<int>(buf.size())) != 1) die(c, "putcopy");
-    if (PQputCopyEnd(c, nullptr) != 1) die(c, "copyend");
-    check(c, PQgetResult(c), "copy result");
-    while ((r = PQgetResult(c))) PQclear(r);
+    exec(c, "BEGIN");
+    copy_in(c, "COPY b_events (tag, data, alter_time, master_id, record_id) FROM STDIN", buf);
     exec(c, "COMMIT");
 }
 
@@ -271,27 +312,8 @@ void ev_copy_temp(PGconn* c, const std::vector<row>& rows) {
         prepared = c;
     }
     exec(c, "BEGIN");
-    PGresult* r = PQexec(c,
-                         "COPY b_events_in (tag, data, alter_time, master_id, record_id) FROM "
-                         "STDIN (FORMAT binary)");
-    if (PQresultStatus(r) != PGRES_COPY_IN) die(c, "copy");
-    PQclear(r);
-    std::string buf("PGCOPY\n\377\r\n\0", 11);
-    put32(buf, 0);
-    put32(buf, 0);
-    for (const auto& x : rows) {
-        put16(buf, 5);
-        bin_text(buf, x.tag);
-        bin_jsonb(buf, x.data);
-        bin_ts(buf, x.ts_us);
-        bin_text(buf, x.master);
-        bin_text(buf, x.record_id);
-    }
-    put16(buf, 0xffff);
-    if (PQputCopyData(c, buf.data(), static_cast<int>(buf.size())) != 1) die(c, "putcopy");
-    if (PQputCopyEnd(c, nullptr) != 1) die(c, "copyend");
-    check(c, PQgetResult(c), "copy result");
-    while ((r = PQgetResult(c))) PQclear(r);
+    copy_in(c, "COPY b_events_in (tag, data, alter_time, master_id, record_id) FROM "
+               "STDIN (FORMAT binary)", copy_binary(rows, 5, event_fields));
     exec(c, "INSERT INTO b_events (tag, data, alter_time, master_id, record_id) SELECT tag, data, "
             "alter_time, master_id, record_id FROM b_events_in ON CONFLICT (alter_time, "
             "record_id) DO NOTHING; COMMIT");
@@ -426,19 +448,7 @@ writer ev_unnest(bool binary) {
             lens[i] = static_cast<int>(a[i].size());
             fmts[i] = binary ? 1 : 0;
         }
-        if (PQenterPipelineMode(c) != 1) die(c, "pipeline");
-        PQsendQueryParams(c, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0);
-        PQsendQueryPrepared(c, name.c_str(), 5, vals, lens, fmts, 0);
-        PQsendQueryParams(c, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0);
-        PQpipelineSync(c);
-        for (int i = 0; i < 3; ++i) {
-            check(c, PQgetResult(c), "unnest");
-            if (PQgetResult(c)) die(c, "expected null");
-        }
-        PGresult* s = PQgetResult(c);
-        if (PQresultStatus(s) != PGRES_PIPELINE_SYNC) die(c, "sync");
-        PQclear(s);
-        PQexitPipelineMode(c);
+        pipelined_transaction(c, name.c_str(), 5, vals, lens, fmts);
     };
 }
 
@@ -446,32 +456,8 @@ writer ev_unnest(bool binary) {
 
 void ret_copy_plain_bin(PGconn* c, const std::vector<row>& rows) {
     exec(c, "BEGIN");
-    PGresult* r = PQexec(c,
-                         "COPY b_returns (fun, jid, \"return\", id, success, full_ret, alter_time,"
-                         " record_id, retcode) FROM STDIN (FORMAT binary)");
-    if (PQresultStatus(r) != PGRES_COPY_IN) die(c, "copy");
-    PQclear(r);
-    std::string buf("PGCOPY\n\377\r\n\0", 11);
-    put32(buf, 0);
-    put32(buf, 0);
-    for (const auto& x : rows) {
-        put16(buf, 9);
-        bin_text(buf, x.fun);
-        bin_text(buf, x.jid);
-        bin_jsonb(buf, "{\"file_|-x\":{\"result\":true}}");  // the client would have to split it
-        bin_text(buf, x.minion);
-        bin_text(buf, "true");
-        bin_jsonb(buf, x.data);
-        bin_ts(buf, x.ts_us);
-        bin_text(buf, x.record_id);
-        put32(buf, 8);
-        put64(buf, 0);
-    }
-    put16(buf, 0xffff);
-    if (PQputCopyData(c, buf.data(), static_cast<int>(buf.size())) != 1) die(c, "putcopy");
-    if (PQputCopyEnd(c, nullptr) != 1) die(c, "copyend");
-    check(c, PQgetResult(c), "copy result");
-    while ((r = PQgetResult(c))) PQclear(r);
+    copy_in(c, "COPY b_returns (fun, jid, \"return\", id, success, full_ret, alter_time,"
+               " record_id, retcode) FROM STDIN (FORMAT binary)", copy_binary(rows, 9, return_fields));
     exec(c, "COMMIT");
 }
 
@@ -509,35 +495,21 @@ writer ret_unnest() {
             lens[i] = static_cast<int>(a[i].size());
             fmts[i] = 1;
         }
-        if (PQenterPipelineMode(c) != 1) die(c, "pipeline");
-        PQsendQueryParams(c, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0);
-        PQsendQueryPrepared(c, "retu", 8, vals, lens, fmts, 0);
-        PQsendQueryParams(c, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0);
-        PQpipelineSync(c);
-        for (int i = 0; i < 3; ++i) {
-            check(c, PQgetResult(c), "unnest");
-            if (PQgetResult(c)) die(c, "expected null");
-        }
-        PGresult* s = PQgetResult(c);
-        if (PQresultStatus(s) != PGRES_PIPELINE_SYNC) die(c, "sync");
-        PQclear(s);
-        PQexitPipelineMode(c);
+        pipelined_transaction(c, "retu", 8, vals, lens, fmts);
     };
 }
 
 #ifdef FASTRET_BENCH_STORE
-// The shipped path: pg_store::write of event records (salt_events, its real indexes).
-writer store_events(std::unique_ptr<fastret::pg_store>& store) {
-    return [&store](PGconn*, const std::vector<row>& rows) {
+// The shipped path: pg_store::write of the rows made records by `fill(record, row)`.
+template <class F>
+writer store_write(std::unique_ptr<fastret::pg_store>& store, F fill) {
+    return [&store, fill](PGconn*, const std::vector<row>& rows) {
         std::vector<fastret::record> batch(rows.size());
         for (std::size_t i = 0; i < rows.size(); ++i) {
-            auto& r = batch[i];
-            r.kind = fastret::record_kind::event;
-            r.tag = rows[i].tag;
-            r.minion = rows[i].master;
-            r.ts_us = rows[i].ts_us;
-            r.payload = rows[i].data;
-            r.id = rows[i].record_id;
+            fill(batch[i], rows[i]);
+            batch[i].ts_us = rows[i].ts_us;
+            batch[i].payload = rows[i].data;
+            batch[i].id = rows[i].record_id;
         }
         auto res = store->write(batch);
         if (res.status != fastret::write_status::ok) {
@@ -547,84 +519,39 @@ writer store_events(std::unique_ptr<fastret::pg_store>& store) {
     };
 }
 
-// The shipped path for returns (salt_returns, its real indexes).
+// Event records (salt_events, its real indexes).
+writer store_events(std::unique_ptr<fastret::pg_store>& store) {
+    return store_write(store, [](fastret::record& r, const row& x) {
+        r.kind = fastret::record_kind::event;
+        r.tag = x.tag;
+        r.minion = x.master;
+    });
+}
+
+// Return records (salt_returns, its real indexes).
 writer store_returns(std::unique_ptr<fastret::pg_store>& store) {
-    return [&store](PGconn*, const std::vector<row>& rows) {
-        std::vector<fastret::record> batch(rows.size());
-        for (std::size_t i = 0; i < rows.size(); ++i) {
-            auto& r = batch[i];
-            r.kind = fastret::record_kind::job_return;
-            r.jid = rows[i].jid;
-            r.minion = rows[i].minion;
-            r.fun = rows[i].fun;
-            r.success = 1;
-            r.retcode = 0;
-            r.ts_us = rows[i].ts_us;
-            r.payload = rows[i].data;
-            r.id = rows[i].record_id;
-        }
-        auto res = store->write(batch);
-        if (res.status != fastret::write_status::ok) {
-            std::fprintf(stderr, "pg_store: %s\n", res.error.c_str());
-            std::exit(1);
-        }
-    };
+    return store_write(store, [](fastret::record& r, const row& x) {
+        r.kind = fastret::record_kind::job_return;
+        r.jid = x.jid;
+        r.minion = x.minion;
+        r.fun = x.fun;
+        r.success = 1;
+        r.retcode = 0;
+    });
 }
 
 void store_returns_copy(PGconn* c, const std::vector<row>& rows) {
     exec(c, "BEGIN");
-    PGresult* r = PQexec(c,
-                         "COPY salt_returns (fun, jid, \"return\", id, success, full_ret, "
-                         "alter_time, record_id, retcode) FROM STDIN (FORMAT binary)");
-    if (PQresultStatus(r) != PGRES_COPY_IN) die(c, "copy");
-    PQclear(r);
-    std::string buf("PGCOPY\n\377\r\n\0", 11);
-    put32(buf, 0);
-    put32(buf, 0);
-    for (const auto& x : rows) {
-        put16(buf, 9);
-        bin_text(buf, x.fun);
-        bin_text(buf, x.jid);
-        bin_jsonb(buf, "{\"file_|-x\":{\"result\":true}}");  // a client would have to split it
-        bin_text(buf, x.minion);
-        bin_text(buf, "true");
-        bin_jsonb(buf, x.data);
-        bin_ts(buf, x.ts_us);
-        bin_text(buf, x.record_id);
-        put32(buf, 8);
-        put64(buf, 0);
-    }
-    put16(buf, 0xffff);
-    if (PQputCopyData(c, buf.data(), static_cast<int>(buf.size())) != 1) die(c, "putcopy");
-    if (PQputCopyEnd(c, nullptr) != 1) die(c, "copyend");
-    check(c, PQgetResult(c), "copy result");
-    while ((r = PQgetResult(c))) PQclear(r);
+    copy_in(c, "COPY salt_returns (fun, jid, \"return\", id, success, full_ret, "
+               "alter_time, record_id, retcode) FROM STDIN (FORMAT binary)",
+            copy_binary(rows, 9, return_fields));
     exec(c, "COMMIT");
 }
 
 void store_events_copy(PGconn* c, const std::vector<row>& rows) {
     exec(c, "BEGIN");
-    PGresult* r = PQexec(c,
-                         "COPY salt_events (tag, data, alter_time, master_id, record_id) FROM STDIN "
-                         "(FORMAT binary)");
-    if (PQresultStatus(r) != PGRES_COPY_IN) die(c, "copy");
-    PQclear(r);
-    std::string buf("PGCOPY\n\377\r\n\0", 11);
-    put32(buf, 0);
-    put32(buf, 0);
-    for (const auto& x : rows) {
-        put16(buf, 5);
-        bin_text(buf, x.tag);
-        bin_jsonb(buf, x.data);
-        bin_ts(buf, x.ts_us);
-        bin_text(buf, x.master);
-        bin_text(buf, x.record_id);
-    }
-    put16(buf, 0xffff);
-    if (PQputCopyData(c, buf.data(), static_cast<int>(buf.size())) != 1) die(c, "putcopy");
-    if (PQputCopyEnd(c, nullptr) != 1) die(c, "copyend");
-    check(c, PQgetResult(c), "copy result");
-    while ((r = PQgetResult(c))) PQclear(r);
+    copy_in(c, "COPY salt_events (tag, data, alter_time, master_id, record_id) FROM STDIN "
+               "(FORMAT binary)", copy_binary(rows, 5, event_fields));
     exec(c, "COMMIT");
 }
 #endif

@@ -3,19 +3,12 @@
 // info.json. Every case works in its own database (random name, dropped at the end), so cases
 // run in parallel processes.
 #include <mysql.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
-#include <cstdlib>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,87 +18,19 @@
 #include "fastret/mysql_store.hpp"
 #include "fastret/record.hpp"
 #include "fastret/sink.hpp"
+#include "job_store_conformance.hpp"
+#include "server_fixture.hpp"
 #include "sinks/mysql_sink.hpp"
 
 using namespace fastret;
+using namespace fastret::store_test;
 
 namespace {
 
 // ---- the server --------------------------------------------------------------------------
 
-// info.json: a flat object of strings, numbers and booleans (all kept as text).
-std::map<std::string, std::string> parse_flat_json(const std::string& text) {
-    std::map<std::string, std::string> out;
-    std::size_t i = 0;
-    auto skip = [&] {
-        while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
-    };
-    auto string_at = [&] {
-        std::string s;
-        ++i;  // opening quote
-        while (i < text.size() && text[i] != '"') {
-            if (text[i] == '\\' && i + 1 < text.size()) {
-                ++i;
-                switch (text[i]) {
-                    case 'n':
-                        s += '\n';
-                        break;
-                    case 't':
-                        s += '\t';
-                        break;
-                    default:
-                        s += text[i];
-                }
-            } else {
-                s += text[i];
-            }
-            ++i;
-        }
-        ++i;
-        return s;
-    };
-    skip();
-    if (i >= text.size() || text[i] != '{') throw std::runtime_error("info.json: not an object");
-    ++i;
-    for (;;) {
-        skip();
-        if (i >= text.size() || text[i] == '}') break;
-        if (text[i] == ',') {
-            ++i;
-            continue;
-        }
-        std::string key = string_at();
-        skip();
-        ++i;  // ':'
-        skip();
-        if (text[i] == '"') {
-            out[key] = string_at();
-        } else {
-            std::size_t end = text.find_first_of(",}", i);
-            std::string v = text.substr(i, end - i);
-            while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.pop_back();
-            out[key] = v;
-            i = end;
-        }
-    }
-    return out;
-}
-
 const std::map<std::string, std::string>& server() {
-    static const std::map<std::string, std::string> info = [] {
-        const char* path = std::getenv("FASTRET_TEST_MYSQL");
-        if (!path || !*path)
-            throw std::runtime_error(
-                "FASTRET_TEST_MYSQL is not set: run the [mysql] tests through ctest (its "
-                "mysql_server fixture starts the server), or start one with `python3 "
-                "tests/fixtures/mysql_server.py start DIR` and set "
-                "FASTRET_TEST_MYSQL=DIR/info.json");
-        std::ifstream in(path);
-        if (!in) throw std::runtime_error(std::string("cannot read ") + path);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return parse_flat_json(ss.str());
-    }();
+    static const auto info = server_test::fixture_info("mysql");
     return info;
 }
 
@@ -192,19 +117,9 @@ std::unique_ptr<raw_conn> admin(const std::string& db = "") {
     return std::make_unique<raw_conn>(info("superuser"), info("superuser_password"), db);
 }
 
-std::string random_suffix() {
-    static std::mt19937_64 rng{std::random_device{}() ^ static_cast<std::uint64_t>(::getpid())
-                                                            << 32};
-    static const char* hex = "0123456789abcdef";
-    std::string s;
-    auto v = rng();
-    for (int i = 0; i < 12; ++i, v >>= 4) s += hex[v & 15];
-    return s;
-}
-
 // A database of its own (the test user may use every ft_* database), dropped at the end.
 struct test_db {
-    std::string name = "ft_" + random_suffix();
+    std::string name = "ft_" + server_test::random_suffix();
     explicit test_db(const std::string& charset = "utf8mb4") {
         admin()->exec("CREATE DATABASE `" + name + "` CHARACTER SET " + charset);
     }
@@ -233,82 +148,7 @@ mysql_config config_for(const test_db& db) {
     return c;
 }
 
-// ---- records -----------------------------------------------------------------------------
-
-// Times are real ones (2027): alter_time is a TIMESTAMP.
-constexpr std::int64_t T0 = 1'800'000'000'000'000;
-
-record with_id(record r) {
-    r.id = compute_record_id(r);
-    return r;
-}
-
-record ret(const std::string& jid, const std::string& minion, const std::string& fun,
-           std::int64_t ts, const std::string& payload, std::int8_t success = 1,
-           std::optional<std::int64_t> retcode = 0) {
-    record r;
-    r.kind = record_kind::job_return;
-    r.jid = jid;
-    r.minion = minion;
-    r.fun = fun;
-    r.ts_us = ts;
-    r.payload = payload;
-    r.success = success;
-    r.retcode = retcode;
-    return with_id(r);
-}
-
-record load(const std::string& jid, const std::string& payload, std::int64_t ts = T0 + 1000) {
-    record r;
-    r.kind = record_kind::job_load;
-    r.jid = jid;
-    r.ts_us = ts;
-    r.payload = payload;
-    return with_id(r);
-}
-
-record minions(const std::string& jid, const std::string& payload, std::int64_t ts = T0 + 1000) {
-    record r;
-    r.kind = record_kind::job_minions;
-    r.jid = jid;
-    r.ts_us = ts;
-    r.payload = payload;
-    return with_id(r);
-}
-
-record endtime(const std::string& jid, const std::string& payload, std::int64_t ts = T0 + 2000) {
-    record r;
-    r.kind = record_kind::job_endtime;
-    r.jid = jid;
-    r.ts_us = ts;
-    r.payload = payload;
-    return with_id(r);
-}
-
-record event(const std::string& tag, const std::string& data, std::int64_t ts,
-             const std::string& master = "master1") {
-    record r;
-    r.kind = record_kind::event;
-    r.tag = tag;
-    r.minion = master;
-    r.ts_us = ts;
-    r.payload = data;
-    return with_id(r);
-}
-
-std::string load_json(const std::string& fun, const std::string& tgt = "*") {
-    return R"({"fun":")" + fun + R"(","arg":[],"tgt":")" + tgt +
-           R"(","tgt_type":"glob","user":"root","jid":"x"})";
-}
-
-void write_ok(mysql_store& store, std::vector<record> batch) {
-    auto res = store.write(batch);
-    INFO(res.error);
-    REQUIRE(res.status == write_status::ok);
-    REQUIRE(res.dropped == 0);
-}
-
-using pair_list = std::vector<std::pair<std::string, std::string>>;
+// ---- helpers -------------------------------------------------------------------------
 
 // The session ids of the test user's connections to `db`.
 std::vector<std::string> connections_to(raw_conn& a, const std::string& db) {
@@ -319,24 +159,10 @@ std::vector<std::string> connections_to(raw_conn& a, const std::string& db) {
     return ids;
 }
 
-// A loopback port with nobody listening.
-unsigned unused_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-}
-
 // Roles are global to the server: unique names, dropped at the end.
 struct test_roles {
-    std::string writer = "fw_" + random_suffix();
-    std::string reader = "fr_" + random_suffix();
+    std::string writer = "fw_" + server_test::random_suffix();
+    std::string reader = "fr_" + server_test::random_suffix();
     std::vector<std::string> users;
     ~test_roles() {
         try {
@@ -349,7 +175,7 @@ struct test_roles {
     }
     // A user holding `role` as its default role.
     std::string user_with(const std::string& role, const std::string& password) {
-        std::string u = "fu_" + random_suffix();
+        std::string u = "fu_" + server_test::random_suffix();
         users.push_back(u);
         auto a = admin();
         a->exec("CREATE USER '" + u + "'@'%' IDENTIFIED BY " + a->quote(password));
@@ -359,7 +185,21 @@ struct test_roles {
     }
 };
 
+// A database of its own for the conformance cases.
+class mysql_env final : public store_env {
+public:
+    std::unique_ptr<job_store> open() override {
+        return std::make_unique<mysql_store>(config_for(db_));
+    }
+    bool writers_may_deadlock() const override { return true; }
+
+private:
+    test_db db_;
+};
+
 }  // namespace
+
+FASTRET_JOB_STORE_CONFORMANCE("mysql_store", "[mysql]", std::make_unique<mysql_env>())
 
 // ---- schema ------------------------------------------------------------------------------
 
@@ -408,14 +248,10 @@ TEST_CASE("mysql_store without a schema and create_schema off is fatal", "[mysql
     test_db db;
     auto c = config_for(db);
     c.create_schema = false;
-    try {
-        mysql_store store(c);
-        FAIL("opened without a schema");
-    } catch (const store_error& e) {
-        CHECK(e.status == write_status::fatal);
-        CHECK_THAT(e.what(),
-                   Catch::Contains("fastret schema mysql --apply") && Catch::Contains(db.name));
-    }
+    auto e = open_refused<mysql_store>(c, "opened without a schema");
+    CHECK(e.status == write_status::fatal);
+    CHECK_THAT(e.what(),
+               Catch::Contains("fastret schema mysql --apply") && Catch::Contains(db.name));
 }
 
 TEST_CASE("mysql_schema DDL runs twice and roles give least privilege", "[mysql]") {
@@ -434,7 +270,7 @@ TEST_CASE("mysql_schema DDL runs twice and roles give least privilege", "[mysql]
     raw->exec(ddl);  // idempotent
     CHECK(raw->scalar(shape) == first);
 
-    const std::string pw = "pw-" + random_suffix();
+    const std::string pw = "pw-" + server_test::random_suffix();
     auto config_as = [&](const std::string& user) {
         auto c = config_for(db);
         c.user = user;
@@ -485,14 +321,10 @@ TEST_CASE("mysql_schema DDL runs twice and roles give least privilege", "[mysql]
         auto c = config_as(user);
         c.db = empty.name;
         c.create_schema = true;
-        try {
-            mysql_store s(c);
-            FAIL("opened without a schema");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("fastret schema mysql --apply") &&
-                                     Catch::Contains("denied"));
-        }
+        auto e = open_refused<mysql_store>(c, "opened without a schema");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("fastret schema mysql --apply") &&
+                                 Catch::Contains("denied"));
     }
 }
 
@@ -652,26 +484,19 @@ TEST_CASE("mysql_store schema creation by concurrent openers", "[mysql]") {
     CHECK(s.count("salt_returns") == 1);
 }
 
-// ---- write semantics (the same as sqlite_store's) ----------------------------------------
+// ---- columns (the job_store contract itself: job_store_conformance.hpp) --------------------
 
-TEST_CASE("mysql_store re-delivery of the same record is idempotent", "[mysql]") {
+TEST_CASE("mysql_store columns hold the stock values, times in UTC microseconds", "[mysql]") {
     test_db db;
     mysql_store store(config_for(db));
-    std::vector<record> batch = {
-        ret("20261127081552123456", "m1", "test.ping", T0 + 10, "true"),
-        event("salt/job/20261127081552123456/new", R"({"a":1})", T0 + 11),
-    };
-    write_ok(store, batch);
-    write_ok(store, batch);
-    write_ok(store, {batch[0], batch[0], batch[1], batch[1]});
-    CHECK(store.count("salt_returns") == 1);
-    CHECK(store.count("salt_events") == 1);
     auto raw = db.raw();
+    raw->exec("SET time_zone = '+00:00'");
 
     SECTION("stock columns, record id and microsecond UTC time") {
         auto r = ret("20261127081552123457", "m2", "cmd.run", T0 + 123456, R"({"return":"x"})", -1,
                      std::nullopt);
-        write_ok(store, {r});
+        write_ok(store, {ret("20261127081552123456", "m1", "test.ping", T0 + 10, "true"),
+                         event("salt/job/20261127081552123456/new", R"({"a":1})", T0 + 11), r});
         CHECK(raw->scalar("SELECT success FROM salt_returns WHERE id = 'm2'") == "0");
         CHECK(raw->scalar("SELECT retcode FROM salt_returns WHERE id = 'm2'") == "<null>");
         CHECK(raw->scalar("SELECT `return` FROM salt_returns WHERE id = 'm2'") == R"("x")");
@@ -680,7 +505,6 @@ TEST_CASE("mysql_store re-delivery of the same record is idempotent", "[mysql]")
         // A payload without a "return" member (or not JSON) gives JSON null there.
         CHECK(raw->scalar("SELECT `return` FROM salt_returns WHERE id = 'm1'") == "null");
         CHECK(raw->scalar("SELECT record_id FROM salt_returns WHERE id = 'm2'") == r.id);
-        raw->exec("SET time_zone = '+00:00'");
         CHECK(raw->scalar("SELECT alter_time FROM salt_returns WHERE id = 'm2'") ==
               "2027-01-15 08:00:00.123456");
         CHECK(raw->scalar("SELECT alter_time FROM salt_events") == "2027-01-15 08:00:00.000011");
@@ -690,246 +514,71 @@ TEST_CASE("mysql_store re-delivery of the same record is idempotent", "[mysql]")
         std::string expected = r.id;
         r.id.clear();
         write_ok(store, {r});
-        write_ok(store, {r});
         CHECK(raw->scalar("SELECT record_id FROM salt_returns WHERE id = 'm3'") == expected);
-        CHECK(store.count("salt_returns") == 2);
-    }
-    SECTION("an event re-delivered keeps its time; the same content later is a new event") {
-        write_ok(store, {event("salt/job/20261127081552123456/new", R"({"a":1})", T0 + 99)});
-        CHECK(store.count("salt_events") == 2);
     }
     SECTION("times outside TIMESTAMP's range are stored at its ends") {
         write_ok(store, {ret("j-early", "m", "f", 5, "1"),
                          ret("j-late", "m", "f", 4'102'444'800'000'000, "1")});
-        raw->exec("SET time_zone = '+00:00'");
         CHECK(raw->scalar("SELECT alter_time FROM salt_returns WHERE jid = 'j-early'") ==
               "1970-01-01 00:00:01.000000");
         CHECK(raw->scalar("SELECT alter_time FROM salt_returns WHERE jid = 'j-late'") ==
               "2038-01-19 03:14:07.999999");
     }
-}
+    SECTION("the load's summary columns; a load that is not JSON is stored verbatim") {
+        const std::string jid = "20261127081552123456";
+        write_ok(store, {load(jid, load_json("state.apply", "web*"), T0 + 100)});
+        CHECK(raw->scalar("SELECT fun FROM jids WHERE jid = '" + jid + "'") == "state.apply");
+        CHECK(raw->scalar("SELECT tgt FROM jids WHERE jid = '" + jid + "'") == "web*");
+        CHECK(raw->scalar("SELECT tgt_type FROM jids WHERE jid = '" + jid + "'") == "glob");
+        CHECK(raw->scalar("SELECT user FROM jids WHERE jid = '" + jid + "'") == "root");
+        CHECK(raw->scalar("SELECT alter_time FROM jids WHERE jid = '" + jid + "'") ==
+              "2027-01-15 08:00:00.000100");
 
-TEST_CASE("mysql_store save_load inserts only when absent", "[mysql]") {
-    test_db db;
-    mysql_store store(config_for(db));
-    const std::string jid = "20261127081552123456";
-    CHECK_FALSE(store.get_load(jid));
-
-    const std::string first = load_json("state.apply", "web*");
-    write_ok(store, {load(jid, first, T0 + 100)});
-    REQUIRE(store.get_load(jid) == first);
-    write_ok(store, {load(jid, load_json("test.ping", "db*"), T0 + 200)});
-    CHECK(store.get_load(jid) == first);
-    CHECK(store.count("jids") == 1);
-    // Two loads for one jid in one batch: the first wins.
-    write_ok(store, {load("j2", load_json("a.b")), load("j2", load_json("c.d"))});
-    CHECK(store.get_load("j2") == load_json("a.b"));
-
-    auto raw = db.raw();
-    raw->exec("SET time_zone = '+00:00'");
-    CHECK(raw->scalar("SELECT fun FROM jids WHERE jid = '" + jid + "'") == "state.apply");
-    CHECK(raw->scalar("SELECT tgt FROM jids WHERE jid = '" + jid + "'") == "web*");
-    CHECK(raw->scalar("SELECT tgt_type FROM jids WHERE jid = '" + jid + "'") == "glob");
-    CHECK(raw->scalar("SELECT user FROM jids WHERE jid = '" + jid + "'") == "root");
-    CHECK(raw->scalar("SELECT alter_time FROM jids WHERE jid = '" + jid + "'") ==
-          "2027-01-15 08:00:00.000100");
-
-    SECTION("a row created by job_minions or job_endtime gets the load later") {
         const std::string j2 = "20261127081552999999";
-        write_ok(store,
-                 {minions(j2, R"(["m1"])", T0 + 300), endtime(j2, R"("2026-11-27")", T0 + 301)});
-        CHECK_FALSE(store.get_load(j2));
-        CHECK(store.get_jobs().size() == 2);  // not a job yet
-        write_ok(store, {load(j2, load_json("cmd.run"), T0 + 302)});
-        CHECK(store.get_load(j2) == load_json("cmd.run"));
-        CHECK(store.get_minions_of(j2) == R"(["m1"])");
-        CHECK(store.get_endtime(j2) == "2026-11-27");
+        write_ok(store, {minions(j2, R"(["m1"])", T0 + 300), load(j2, load_json("cmd.run"), T0 + 302)});
         CHECK(raw->scalar("SELECT fun FROM jids WHERE jid = '" + j2 + "'") == "cmd.run");
         CHECK(raw->scalar("SELECT alter_time FROM jids WHERE jid = '" + j2 + "'") ==
               "2027-01-15 08:00:00.000302");
-    }
-    SECTION("a load that is not JSON is stored verbatim, summary columns NULL") {
+
         const std::string j3 = "20261127081552888888";
         write_ok(store, {load(j3, "not json {")});
         CHECK(store.get_load(j3) == "not json {");
         CHECK(raw->scalar("SELECT fun FROM jids WHERE jid = '" + j3 + "'") == "<null>");
+        // A minion list that is not JSON adds nothing.
+        write_ok(store, {minions(j3, R"(["m1"])"), minions(j3, "not json")});
+        CHECK(store.get_minions_of(j3) == R"(["m1"])");
+    }
+    SECTION("events' master id; hostile text in the stock columns") {
+        write_ok(store, {event("salt/job/2/new", R"({"n":4})", T0 + 40, "master2"),
+                         ret("j", "m1", "f", T0, R"({"b":"\\'","return":"\\"})"),
+                         load("j", R"({"fun":"')--","user":"Robert'); DROP TABLE jids;--"})")});
+        CHECK(raw->scalar("SELECT master_id FROM salt_events WHERE tag = 'salt/job/2/new'") ==
+              "master2");
+        CHECK(raw->scalar("SELECT user FROM jids") == "Robert'); DROP TABLE jids;--");
+        CHECK(raw->scalar("SELECT `return` FROM salt_returns") == R"("\\")");
+    }
+    SECTION("a NUL byte in a value and \\u0000 in JSON survive") {
+        const std::string nul_minion = std::string("nul\0byte", 8);
+        const std::string payload = R"({"z":"\u0000"})";
+        write_ok(store, {ret("j-nul", nul_minion, "f", T0, payload)});
+        CHECK(store.get_returns("j-nul") == pair_list{{nul_minion, payload}});
+    }
+    SECTION("a 5 MB return fills the stock `return` column") {
+        const std::string big = R"({"return":")" + std::string(5 << 20, 'x') + R"("})";
+        write_ok(store, {ret("j-big", "m1", "test.ping", T0, big)});
+        CHECK(raw->scalar("SELECT LENGTH(`return`) > 5000000 FROM salt_returns WHERE id = 'm1'") ==
+              "1");
     }
 }
 
-TEST_CASE("mysql_store merges minion lists", "[mysql]") {
+TEST_CASE("mysql_store clean_old_jobs deletes or archives", "[mysql]") {
     test_db db;
-    mysql_store store(config_for(db));
-    const std::string jid = "20261127081552123456";
-    CHECK_FALSE(store.get_minions_of(jid));
-
-    write_ok(store, {minions(jid, R"(["web2","web1","web2"])")});
-    CHECK(store.get_minions_of(jid) == R"(["web1","web2"])");
-    CHECK(store.count("jids") == 1);
-    CHECK_FALSE(store.get_load(jid));
-    CHECK(store.get_jobs().empty());
-
-    write_ok(store, {minions(jid, R"(["db1","web1"])", T0 + 1001)});
-    CHECK(store.get_minions_of(jid) == R"(["db1","web1","web2"])");
-    write_ok(store, {minions(jid, R"([])", T0 + 1002)});
-    CHECK(store.get_minions_of(jid) == R"(["db1","web1","web2"])");
-    write_ok(store,
-             {minions(jid, R"({"x":1})", T0 + 1003), minions(jid, R"([1,null,"a"])", T0 + 1004),
-              minions(jid, "not json", T0 + 1005)});
-    CHECK(store.get_minions_of(jid) == R"(["a","db1","web1","web2"])");
-    // Exact comparison: case and trailing spaces make different minions; code point order.
-    write_ok(store, {minions(jid, R"(["Web1","web1 ","é"])", T0 + 1006)});
-    CHECK(store.get_minions_of(jid) == R"(["Web1","a","db1","web1","web1 ","web2","é"])");
-
-    write_ok(store, {load(jid, load_json("test.ping"))});
-    CHECK(store.get_minions_of(jid) == R"(["Web1","a","db1","web1","web1 ","web2","é"])");
-    CHECK(store.get_jobs().size() == 1);
-    // A list for a new jid arriving with its load in one batch.
-    write_ok(store, {load("j9", load_json("x.y")), minions("j9", R"(["b","a"])")});
-    CHECK(store.get_minions_of("j9") == R"(["a","b"])");
-}
-
-TEST_CASE("mysql_store stores the end time", "[mysql]") {
-    test_db db;
-    mysql_store store(config_for(db));
-    const std::string jid = "20261127081552123456";
-    CHECK_FALSE(store.get_endtime(jid));
-    write_ok(store, {endtime(jid, R"("2026, Nov 27 08:15:59.000000")")});
-    CHECK(store.get_endtime(jid) == "2026, Nov 27 08:15:59.000000");
-    CHECK(store.count("jids") == 1);
-
-    write_ok(store, {load(jid, load_json("test.ping"))});
-    CHECK(store.get_endtime(jid) == "2026, Nov 27 08:15:59.000000");
-    write_ok(store, {endtime(jid, R"("2026, Nov 27 08:16:00.000000")", T0 + 3000)});
-    CHECK(store.get_endtime(jid) == "2026, Nov 27 08:16:00.000000");
-    CHECK(store.get_load(jid) == load_json("test.ping"));
-    write_ok(store, {endtime(jid, R"("it's \"quoted\"")", T0 + 3001)});
-    CHECK(store.get_endtime(jid) == R"(it's "quoted")");
-}
-
-// ---- reads -------------------------------------------------------------------------------
-
-TEST_CASE("mysql_store get_returns gives the latest return per minion", "[mysql]") {
-    test_db db;
-    mysql_store store(config_for(db));
-    const std::string jid = "20261127081552123456";
-    write_ok(store, {ret(jid, "m2", "test.ping", T0 + 20, R"({"v":"m2-new"})"),
-                     ret(jid, "m1", "test.ping", T0 + 10, R"({"v":"m1-old"})"),
-                     ret("20261127081552000000", "m3", "test.ping", T0 + 5, R"({"v":"other"})")});
-    write_ok(store, {ret(jid, "m1", "test.ping", T0 + 30, R"({"v":"m1-new"})"),
-                     ret(jid, "m2", "test.ping", T0 + 15, R"({"v":"m2-old"})")});
-    CHECK(store.get_returns(jid) ==
-          pair_list{{"m1", R"({"v":"m1-new"})"}, {"m2", R"({"v":"m2-new"})"}});
-    CHECK(store.get_returns("20261127081552999999").empty());
-    CHECK(store.get_minion_ids() == std::vector<std::string>{"m1", "m2", "m3"});
-}
-
-TEST_CASE("mysql_store get_jobs is newest first with limit and skip_find_job", "[mysql]") {
-    test_db db;
-    mysql_store store(config_for(db));
-    write_ok(store, {
-                        load("20261127081552000001", load_json("test.ping")),
-                        load("20261127081552000003", load_json("saltutil.find_job")),
-                        load("20261127081552000002", load_json("state.apply")),
-                        load("20261127081552000002_1", load_json("cmd.run")),
-                        minions("20261127081552000009", R"(["m1"])"),  // no load: not a job
-                    });
-    auto all = store.get_jobs();
-    std::vector<std::string> jids;
-    for (auto& [jid, l] : all) jids.push_back(jid);
-    CHECK(jids == std::vector<std::string>{"20261127081552000003", "20261127081552000002_1",
-                                           "20261127081552000002", "20261127081552000001"});
-    CHECK(all[0].second == load_json("saltutil.find_job"));
-    auto two = store.get_jobs(2);
-    REQUIRE(two.size() == 2);
-    CHECK(two[0].first == "20261127081552000003");
-    CHECK(two[1].first == "20261127081552000002_1");
-    auto skipped = store.get_jobs(2, true);
-    REQUIRE(skipped.size() == 2);
-    CHECK(skipped[0].first == "20261127081552000002_1");
-    CHECK(skipped[1].first == "20261127081552000002");
-    CHECK(store.get_jobs(0, true).size() == 3);
-    CHECK(store.get_jobs(100).size() == 4);
-}
-
-TEST_CASE("mysql_store get_fun gives each minion that ran fun", "[mysql]") {
-    test_db db;
-    mysql_store store(config_for(db));
-    write_ok(store, {ret("20261127081552000001", "m1", "test.ping", T0 + 10, "true"),
-                     ret("20261127081552000002", "m1", "test.ping", T0 + 20, "true"),
-                     ret("20261127081552000003", "m2", "test.ping", T0 + 30, "true"),
-                     ret("20261127081552000004", "m3", "state.apply", T0 + 40, "{}"),
-                     ret("20261127081552000005", "m4", "Test.Ping", T0 + 50, "{}")});
-    CHECK(store.get_fun("test.ping") == pair_list{{"m1", "test.ping"}, {"m2", "test.ping"}});
-    CHECK(store.get_fun("state.apply") == pair_list{{"m3", "state.apply"}});
-    CHECK(store.get_fun("nope.nope").empty());
-}
-
-TEST_CASE("mysql_store events by tag glob, newest first", "[mysql]") {
-    test_db db;
-    mysql_store store(config_for(db));
-    write_ok(store, {event("salt/job/1/new", R"({"n":1})", T0 + 10),
-                     event("salt/job/1/ret/m1", R"({"n":2})", T0 + 30),
-                     event("salt/auth", R"({"n":3})", T0 + 20),
-                     event("salt/job/2/new", R"({"n":4})", T0 + 40, "master2"),
-                     event("salt/100%_done\\x", R"({"n":5})", T0 + 50),
-                     event("salt/1000xdone\\x", R"({"n":6})", T0 + 60),
-                     event("Salt/AUTH", R"({"n":7})", T0 + 70)});
-    CHECK(store.get_events("salt/job/*", 0) == pair_list{{"salt/job/2/new", R"({"n":4})"},
-                                                         {"salt/job/1/ret/m1", R"({"n":2})"},
-                                                         {"salt/job/1/new", R"({"n":1})"}});
-    CHECK(store.get_events("*", 2) ==
-          pair_list{{"Salt/AUTH", R"({"n":7})"}, {"salt/1000xdone\\x", R"({"n":6})"}});
-    CHECK(store.get_events("salt/auth", 10) == pair_list{{"salt/auth", R"({"n":3})"}});
-    CHECK(store.get_events("salt/au?h", 10) == pair_list{{"salt/auth", R"({"n":3})"}});
-    // LIKE's own wildcards and the escape character match only themselves.
-    CHECK(store.get_events("salt/100%_done\\x", 10) ==
-          pair_list{{"salt/100%_done\\x", R"({"n":5})"}});
-    CHECK(store.get_events("nothing*", 10).empty());
-    auto raw = db.raw();
-    CHECK(raw->scalar("SELECT master_id FROM salt_events WHERE tag = 'salt/job/2/new'") ==
-          "master2");
-}
-
-TEST_CASE("mysql_store clean_old_jobs removes jobs with their returns", "[mysql]") {
-    test_db db;
-    const std::string old_jid = "20261127081552000001";
-    const std::string new_jid = "20261127081552000002";
-    const std::vector<record> batch = {
-        load(old_jid, load_json("test.ping"), T0 + 100),
-        minions(old_jid, R"(["m1","m2"])", T0 + 100),
-        ret(old_jid, "m1", "test.ping", T0 + 100, "true"),
-        // A return of the old job stored after the cutoff still goes with it.
-        ret(old_jid, "m2", "test.ping", T0 + 600, "true"),
-        load(new_jid, load_json("test.ping"), T0 + 900),
-        ret(new_jid, "m1", "test.ping", T0 + 900, "true"),
-        // Returns without a job: the old one goes, the new one stays.
-        ret("20261127081552000003", "m1", "test.ping", T0 + 200, "true"),
-        ret("20261127081552000004", "m1", "test.ping", T0 + 800, "true"),
-        event("salt/old", "{}", T0 + 100),
-        event("salt/new", "{}", T0 + 700),
-    };
-    auto check_cleaned = [&](mysql_store& store) {
-        CHECK_FALSE(store.get_load(old_jid));
-        CHECK_FALSE(store.get_minions_of(old_jid));
-        CHECK(store.get_returns(old_jid).empty());
-        CHECK(store.get_load(new_jid));
-        CHECK(store.get_returns(new_jid).size() == 1);
-        CHECK(store.count("jids") == 1);
-        CHECK(store.count("salt_returns") == 2);
-        CHECK(store.count("salt_events") == 1);
-        CHECK(store.get_events("*", 0) == pair_list{{"salt/new", "{}"}});
-        auto raw = db.raw();
-        CHECK(raw->scalar(
-                  "SELECT COUNT(*) FROM salt_returns r WHERE NOT EXISTS (SELECT 1 FROM "
-                  "jids j WHERE j.jid = r.jid) AND alter_time < FROM_UNIXTIME(1800000000)") == "0");
-    };
-
+    const auto batch = clean_old_jobs_batch();
     SECTION("deleted") {
         mysql_store store(config_for(db));
         write_ok(store, batch);
-        CHECK(store.clean_old_jobs(T0 + 500) == 5);  // 1 job, its 2 returns, 1 event, 1 stray
+        CHECK(store.clean_old_jobs(k_clean_cutoff) == k_cleaned_rows);
         check_cleaned(store);
-        CHECK(store.clean_old_jobs(T0 + 500) == 0);
         auto raw = db.raw();
         CHECK(raw->scalar("SELECT COUNT(*) FROM salt_returns_archive") == "0");
     }
@@ -938,89 +587,22 @@ TEST_CASE("mysql_store clean_old_jobs removes jobs with their returns", "[mysql]
         c.archive = true;
         mysql_store store(c);
         write_ok(store, batch);
-        CHECK(store.clean_old_jobs(T0 + 500) == 5);
+        CHECK(store.clean_old_jobs(k_clean_cutoff) == k_cleaned_rows);
         check_cleaned(store);
         auto raw = db.raw();
         CHECK(raw->scalar("SELECT GROUP_CONCAT(jid, ':', minions, ':', fun) FROM jids_archive") ==
-              old_jid + R"(:["m1","m2"]:test.ping)");
+              k_old_jid + R"(:["m1","m2"]:test.ping)");
         CHECK(raw->scalar("SELECT COUNT(*) FROM salt_returns_archive") == "3");
         CHECK(raw->scalar("SELECT GROUP_CONCAT(tag) FROM salt_events_archive") == "salt/old");
         // A record re-delivered after the clean and cleaned again meets its archived copy.
         write_ok(store, {batch[2], batch[8]});
-        CHECK(store.clean_old_jobs(T0 + 500) == 2);
+        CHECK(store.clean_old_jobs(k_clean_cutoff) == 2);
         CHECK(raw->scalar("SELECT COUNT(*) FROM salt_returns_archive") == "3");
         CHECK(raw->scalar("SELECT COUNT(*) FROM salt_events_archive") == "1");
     }
 }
 
-// ---- hostile and large input -------------------------------------------------------------
-
-TEST_CASE("mysql_store stores hostile strings verbatim", "[mysql]") {
-    test_db db;
-    mysql_store store(config_for(db));
-    const std::string jid = "1'); DROP TABLE jids; --";
-    const std::string minion = "m\"'); DELETE FROM salt_returns; -- \\ \\' \\\\";
-    const std::string fun = "x' OR '1'='1";
-    const std::string tag = "salt/'; DROP TABLE salt_events; -- \\";
-    const std::string payload =
-        R"({"q":"'; DROP TABLE salt_returns; --","u":"Grüße ✓","z":"\u0000","b":"\\'","return":"\\"})";
-    const std::string ld = R"({"fun":"')--","tgt":"\"; --","user":"Robert'); DROP TABLE jids;--"})";
-
-    write_ok(store, {ret(jid, minion, fun, T0 + 10, payload), load(jid, ld),
-                     minions(jid, R"(["o'brien","; DROP TABLE x","back\\slash"])"),
-                     endtime(jid, R"("it's")"), event(tag, payload, T0 + 10, minion)});
-    CHECK(store.count("jids") == 1);
-    CHECK(store.count("salt_returns") == 1);
-    CHECK(store.count("salt_events") == 1);
-    CHECK(store.get_returns(jid) == pair_list{{minion, payload}});
-    CHECK(store.get_load(jid) == ld);
-    CHECK(store.get_minions_of(jid) == R"(["; DROP TABLE x","back\\slash","o'brien"])");
-    CHECK(store.get_endtime(jid) == "it's");
-    CHECK(store.get_fun(fun) == pair_list{{minion, fun}});
-    CHECK(store.get_minion_ids() == std::vector<std::string>{minion});
-    CHECK(store.get_events(tag, 1) == pair_list{{tag, payload}});
-    auto raw = db.raw();
-    CHECK(raw->scalar("SELECT user FROM jids") == "Robert'); DROP TABLE jids;--");
-    CHECK(raw->scalar("SELECT `return` FROM salt_returns") == R"("\\")");
-    // A NUL byte inside a value survives too.
-    const std::string nul_minion = std::string("nul\0byte", 8);
-    write_ok(store, {ret("j-nul", nul_minion, "f", T0, "1")});
-    CHECK(store.get_returns("j-nul") == pair_list{{nul_minion, "1"}});
-
-    CHECK_THROWS_AS(store.count("jids; DROP TABLE jids"), std::invalid_argument);
-    CHECK_THROWS_AS(store.count("mysql.user"), std::invalid_argument);
-    CHECK_THROWS_AS(store.count(""), std::invalid_argument);
-    CHECK(store.count("jids") == 1);
-}
-
-TEST_CASE("mysql_store stores a 5 MB return and 4-byte UTF-8", "[mysql]") {
-    test_db db;
-    mysql_store store(config_for(db));
-    std::string big = R"({"return":")";
-    const std::string chunk = "0123456789abcdef\\\"'😀";
-    while (big.size() < 5 * 1024 * 1024) big += chunk;
-    big += R"(","id":"m1"})";
-    const std::string emoji = "minion-😀-🧂";
-    write_ok(store, {ret("j-big", "m1", "test.ping", T0, big),
-                     ret("j-big", emoji, "test.ping", T0 + 1, R"({"return":"🎉"})"),
-                     event("salt/😀", R"({"🔑":"𝄞"})", T0)});
-    auto rets = store.get_returns("j-big");
-    REQUIRE(rets.size() == 2);
-    CHECK(rets[0].first == "m1");
-    CHECK(rets[0].second.size() == big.size());
-    CHECK(rets[0].second == big);
-    CHECK(rets[1] == std::make_pair(emoji, std::string(R"({"return":"🎉"})")));
-    CHECK(store.get_events("salt/?", 0) == pair_list{{"salt/😀", R"({"🔑":"𝄞"})"}});
-    // Past the prefix, characters beyond the BMP still match (see get_events).
-    write_ok(store,
-             {event("salt/😀/x", "{}", T0 + 1), event("salt/\xF4\x8F\xBF\xBF", "{}", T0 + 2)});
-    CHECK(store.get_events("salt/*", 0).size() == 3);
-    CHECK(store.get_events("salt/😀*", 0).size() == 2);
-    CHECK(store.get_events("salt/\xF4\x8F\xBF\xBF", 0).size() == 1);
-    auto raw = db.raw();
-    CHECK(raw->scalar("SELECT LENGTH(`return`) > 5000000 FROM salt_returns WHERE id = 'm1'") ==
-          "1");
-}
+// ---- records that cannot be stored -------------------------------------------------------
 
 TEST_CASE("mysql_store leaves out only the records that cannot be stored", "[mysql]") {
     test_db db;
@@ -1067,15 +649,6 @@ TEST_CASE("mysql_store leaves out only the records that cannot be stored", "[mys
         CHECK_THAT(res.error, Catch::Contains("max_allowed_packet"));
         CHECK(store.get_minion_ids() == std::vector<std::string>{"m2"});
     }
-    SECTION("an unknown record kind") {
-        auto bad = ret("j1", "m9", "test.ping", T0, "true");
-        bad.kind = static_cast<record_kind>(99);
-        auto res = store.write(std::vector<record>{ret("j1", "m1", "test.ping", T0, "true"), bad});
-        CHECK(res.status == write_status::ok);
-        CHECK(res.dropped == 1);
-        CHECK_THAT(res.error, Catch::Contains("unknown record kind 99"));
-        CHECK(store.count("salt_returns") == 1);
-    }
 }
 
 TEST_CASE("mysql_store splits a batch at max_allowed_packet", "[mysql]") {
@@ -1097,8 +670,8 @@ TEST_CASE("mysql_store splits a batch at max_allowed_packet", "[mysql]") {
 TEST_CASE("mysql_store TLS: verified by default, refused with another CA", "[mysql]") {
     test_db db;
     auto a = admin();
-    const std::string pw = "pw-" + random_suffix();
-    const std::string tls_user = "ftls_" + random_suffix();
+    const std::string pw = "pw-" + server_test::random_suffix();
+    const std::string tls_user = "ftls_" + server_test::random_suffix();
     a->exec("CREATE USER '" + tls_user + "'@'%' IDENTIFIED BY " + a->quote(pw) + " REQUIRE X509");
     a->exec("GRANT ALL ON `" + db.name + "`.* TO '" + tls_user + "'@'%'");
     struct drop_user {
@@ -1122,14 +695,10 @@ TEST_CASE("mysql_store TLS: verified by default, refused with another CA", "[mys
         CHECK(store.count("salt_returns") == 1);
     }
     SECTION("without the client certificate the server refuses") {
-        try {
-            mysql_store store(c);
-            FAIL("connected without a client certificate");
-        } catch (const store_error& e) {
-            CHECK(e.status == write_status::fatal);
-            CHECK_THAT(e.what(), Catch::Contains("1045"));
-            CHECK_THAT(e.what(), !Catch::Contains(pw));
-        }
+        auto e = open_refused<mysql_store>(c, "connected without a client certificate");
+        CHECK(e.status == write_status::fatal);
+        CHECK_THAT(e.what(), Catch::Contains("1045"));
+        CHECK_THAT(e.what(), !Catch::Contains(pw));
     }
     SECTION("another CA: the certificate is rejected, fatal, the message says what to check") {
         c.ssl_cert = info("client_cert");
@@ -1137,13 +706,9 @@ TEST_CASE("mysql_store TLS: verified by default, refused with another CA", "[mys
         c.ssl_ca = info("other_ca");
         for (auto mode : {mysql_ssl_mode::verify_identity, mysql_ssl_mode::verify_ca}) {
             c.ssl_mode = mode;
-            try {
-                mysql_store store(c);
-                FAIL("connected with the wrong CA");
-            } catch (const store_error& e) {
-                CHECK(e.status == write_status::fatal);
-                CHECK_THAT(e.what(), Catch::Contains("2026") && Catch::Contains("ssl_ca"));
-            }
+            auto e = open_refused<mysql_store>(c, "connected with the wrong CA");
+            CHECK(e.status == write_status::fatal);
+            CHECK_THAT(e.what(), Catch::Contains("2026") && Catch::Contains("ssl_ca"));
         }
     }
     SECTION("ssl_mode required encrypts without checking") {
@@ -1176,16 +741,12 @@ TEST_CASE("mysql_store TLS: verified by default, refused with another CA", "[mys
 TEST_CASE("mysql_store: no server on the port is retry, within the connect timeout", "[mysql]") {
     test_db db;
     auto c = config_for(db);
-    c.port = unused_port();
+    c.port = server_test::unused_loopback_port();
     c.connect_timeout_ms = 2000;
     const auto start = std::chrono::steady_clock::now();
-    try {
-        mysql_store store(c);
-        FAIL("connected to nothing");
-    } catch (const store_error& e) {
-        CHECK(e.status == write_status::retry);
-        CHECK_THAT(e.what(), Catch::Contains(std::to_string(c.port)));
-    }
+    auto e = open_refused<mysql_store>(c, "connected to nothing");
+    CHECK(e.status == write_status::retry);
+    CHECK_THAT(e.what(), Catch::Contains(std::to_string(c.port)));
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
 
     // Through the sink: the record waits (retry), nothing is thrown.
@@ -1203,18 +764,14 @@ TEST_CASE("mysql_store: no server on the port is retry, within the connect timeo
 TEST_CASE("mysql_store: a wrong password is fatal and never shown", "[mysql]") {
     test_db db;
     auto c = config_for(db);
-    c.password = "wrong-" + random_suffix();
-    try {
-        mysql_store store(c);
-        FAIL("logged in with a wrong password");
-    } catch (const store_error& e) {
-        CHECK(e.status == write_status::fatal);
-        CHECK_THAT(e.what(), Catch::Contains("Access denied") && Catch::Contains(info("user")));
-        CHECK_THAT(e.what(), !Catch::Contains(c.password));
-    }
+    c.password = "wrong-" + server_test::random_suffix();
+    auto e = open_refused<mysql_store>(c, "logged in with a wrong password");
+    CHECK(e.status == write_status::fatal);
+    CHECK_THAT(e.what(), Catch::Contains("Access denied") && Catch::Contains(info("user")));
+    CHECK_THAT(e.what(), !Catch::Contains(c.password));
     // An unknown database is fatal too, and says so.
     auto d = config_for(db);
-    d.db = "ft_missing_" + random_suffix();
+    d.db = "ft_missing_" + server_test::random_suffix();
     CHECK_THROWS_WITH(mysql_store(d), Catch::Contains("create the database"));
 }
 
@@ -1279,42 +836,6 @@ TEST_CASE("mysql_store: a dropped table is fatal, and the batch rolled back", "[
     CHECK(res.status == write_status::fatal);
     CHECK_THAT(res.error, Catch::Contains("salt_events"));
     CHECK(store.count("salt_returns") == 0);
-}
-
-TEST_CASE("mysql_store concurrent writers merge the same jobs", "[mysql]") {
-    test_db db;
-    mysql_store a(config_for(db));
-    mysql_store b(config_for(db));
-    constexpr int batches = 20;
-    std::atomic<int> failures{0};
-    auto run = [&](mysql_store& s, const std::string& who) {
-        for (int i = 0; i < batches; ++i) {
-            std::vector<record> batch;
-            for (int j = 0; j < 10; ++j) {
-                const std::string jid = "2026112708155200" + std::to_string(i * 10 + j);
-                batch.push_back(ret(jid, who, "test.ping", T0 + i, "true"));
-                batch.push_back(minions(jid, "[\"" + who + "\"]"));
-            }
-            // Deadlocks are retries: the runtime would offer the batch again.
-            write_result res;
-            for (int attempt = 0; attempt < 20; ++attempt) {
-                res = s.write(batch);
-                if (res.status != write_status::retry) break;
-            }
-            if (res.status != write_status::ok) ++failures;
-        }
-    };
-    std::thread t1(run, std::ref(a), "alpha");
-    std::thread t2(run, std::ref(b), "beta");
-    t1.join();
-    t2.join();
-    CHECK(failures == 0);
-    CHECK(a.count("salt_returns") == 2 * batches * 10);
-    CHECK(b.count("jids") == batches * 10);
-    CHECK(a.get_minions_of("2026112708155200"
-                           "0") == R"(["alpha","beta"])");
-    CHECK(b.get_minions_of("2026112708155200"
-                           "199") == R"(["alpha","beta"])");
 }
 
 // ---- the sink ------------------------------------------------------------------------------

@@ -57,6 +57,14 @@ REDACT_RULE_KEYS = {"name", "keys", "paths", "pattern", "mode"}
 REDACT_MODES = ("mask", "drop", "hash")
 
 
+def _check_keys(owner: str, mapping: dict, allowed) -> None:
+    """Refuses a key of `mapping` that is not in `allowed`, naming it and the allowed ones."""
+    unknown = set(mapping) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{owner}: unknown key '{sorted(unknown)[0]}'; allowed keys: "
+                          f"{', '.join(sorted(allowed))}")
+
+
 def _read_private_file(owner: str, key: str, path) -> str:
     if not isinstance(path, str) or not path:
         raise ConfigError(f"{owner}: '{key}' must be a file path")
@@ -82,10 +90,7 @@ def parse_redact(owner: str, value):
         return None
     if not isinstance(value, dict):
         raise ConfigError(f"{owner}: must be true, false or a mapping, got {value!r}")
-    unknown = set(value) - REDACT_KEYS
-    if unknown:
-        raise ConfigError(f"{owner}: unknown key '{sorted(unknown)[0]}'; allowed keys: "
-                          f"{', '.join(sorted(REDACT_KEYS))}")
+    _check_keys(owner, value, REDACT_KEYS)
     defaults = value.get("defaults", True)
     if not isinstance(defaults, bool):
         raise ConfigError(f"{owner}: 'defaults' must be true or false")
@@ -107,10 +112,7 @@ def parse_redact(owner: str, value):
         rowner = f"{owner} rule {i + 1}"
         if not isinstance(rule, dict):
             raise ConfigError(f"{rowner}: must be a mapping")
-        unknown = set(rule) - REDACT_RULE_KEYS
-        if unknown:
-            raise ConfigError(f"{rowner}: unknown key '{sorted(unknown)[0]}'; allowed keys: "
-                              f"{', '.join(sorted(REDACT_RULE_KEYS))}")
+        _check_keys(rowner, rule, REDACT_RULE_KEYS)
         kinds = [k for k in ("keys", "paths", "pattern") if k in rule]
         if len(kinds) != 1:
             raise ConfigError(f"{rowner}: give exactly one of 'keys', 'paths', 'pattern'")
@@ -246,10 +248,7 @@ def parse_block(block, opts, name_prefix: str = "fastret") -> PipelineConfig:
         block = default_block(opts)
     if not isinstance(block, dict):
         raise ConfigError(f"{owner}: must be a mapping, got {type(block).__name__}")
-    unknown = set(block) - TOP_LEVEL_KEYS
-    if unknown:
-        raise ConfigError(f"{owner}: unknown key '{sorted(unknown)[0]}'; allowed keys: "
-                          f"{', '.join(sorted(TOP_LEVEL_KEYS))}")
+    _check_keys(owner, block, TOP_LEVEL_KEYS)
     sinks_raw = block.get("sinks")
     if not isinstance(sinks_raw, dict) or not sinks_raw:
         raise ConfigError(f"{owner}: 'sinks' must be a non-empty mapping of name -> sink options")
@@ -290,10 +289,7 @@ def parse_block(block, opts, name_prefix: str = "fastret") -> PipelineConfig:
         rowner = f"fastret route {i + 1}"
         if not isinstance(route, dict):
             raise ConfigError(f"{rowner}: must be a mapping")
-        unknown = set(route) - ROUTE_KEYS
-        if unknown:
-            raise ConfigError(f"{rowner}: unknown key '{sorted(unknown)[0]}'; allowed keys: "
-                              f"{', '.join(sorted(ROUTE_KEYS))}")
+        _check_keys(rowner, route, ROUTE_KEYS)
         targets = _str_tuple(rowner, "sinks", route.get("sinks", []))
         if not targets:
             raise ConfigError(f"{rowner}: 'sinks' must name at least one sink")

@@ -5,6 +5,15 @@ from __future__ import annotations
 
 from fastret import native
 from fastret.config import PYTHON_OPTIONS, RECORD_KINDS, ROUTE_KEYS
+from fastret.salt_glue import PROTECTED_KWARGS, PROTECTED_PREFIXES, PROTECTED_SUFFIXES
+
+
+def _code_list(items, last: str = "") -> str:
+    """`a`, `b`, `c`; with `last`, `a`, `b` <last> `c`."""
+    quoted = [f"`{i}`" for i in items]
+    if not last or len(quoted) == 1:
+        return ", ".join(quoted)
+    return f"{', '.join(quoted[:-1])} {last} {quoted[-1]}"
 
 
 def _row(o: dict) -> str:
@@ -64,10 +73,9 @@ def config_reference() -> str:
             "## `--return_kwargs` and `allow_return_kwargs`\n\n",
             "`--return_kwargs` comes from whoever may publish a job. It may set any option "
             "except those that change where records go, who connects or how the connection "
-            "is secured: `host`, `port`, `user`, `pass`, `db`, `dsn`, `unix_socket`, `path`, "
-            "`spool`, `spool_dir`, `sinks`, `routes`, `url`, `create_schema`, secret options, "
-            "and keys starting with `ssl`, `tls`, `verify`, `cert`, `pin` or ending with "
-            "`_file`, `_env`, `_path`, `_dir`, `_key`, `_cert`, `_ca`. Such a call is refused "
+            f"is secured: {_code_list(sorted(PROTECTED_KWARGS))}, secret options, "
+            f"and keys starting with {_code_list(PROTECTED_PREFIXES, 'or')} or ending with "
+            f"{_code_list(PROTECTED_SUFFIXES, 'or')}. Such a call is refused "
             "with an error in Salt's log naming the key (the job itself is unaffected). An "
             "administrator widens this per returner with `<module>.allow_return_kwargs: "
             "[path]` (or `allow_return_kwargs` in the `fastret:` block); `--return_kwargs` "

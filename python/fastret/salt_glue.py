@@ -106,9 +106,18 @@ def _sink_table(sink_type: str):
     raise ConfigError(f"unknown sink type '{sink_type}'")
 
 
-def allowed_keys(sink_type: str) -> list:
-    nat = native()
-    keys = [o["key"] for o in _sink_table(sink_type)] + [o["key"] for o in nat.common_options()]
+def _option_tables(sink_type: str) -> tuple[list, list]:
+    """(the sink type's option table, the options common to every sink), read once."""
+    return _sink_table(sink_type), native().common_options()
+
+
+def _secret_keys(table) -> set:
+    return {o["key"] for o in table if o.get("secret")}
+
+
+def allowed_keys(sink_type: str, tables=None) -> list:
+    table, common = tables or _option_tables(sink_type)
+    keys = [o["key"] for o in table] + [o["key"] for o in common]
     return sorted(set(keys) | set(PYTHON_OPTIONS))
 
 
@@ -202,12 +211,13 @@ def check_return_kwargs(virtualname: str, ret, allowed_extra: set, secret_keys=(
             f"'allow_return_kwargs' in the {virtualname} configuration")
 
 
-def resolve_secrets(owner: str, sink_type: str, options: dict, opts: dict) -> dict:
+def resolve_secrets(owner: str, sink_type: str, options: dict, opts: dict,
+                    table=None) -> dict:
     """Secret options given as Salt `sdb://profile/key` URIs, resolved through Salt's sdb (the
     profile comes from the master/minion config). A URI that resolves to nothing is an error
-    naming the option, never a login with the URI as password."""
-    table = _sink_table(sink_type)
-    secret_keys = {o["key"] for o in table if o.get("secret")}
+    naming the option, never a login with the URI as password. `table`: the sink type's
+    option table, if the caller has it."""
+    secret_keys = _secret_keys(_sink_table(sink_type) if table is None else table)
     out = dict(options)
     for key in secret_keys & set(out):
         value = out[key]
@@ -233,13 +243,12 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
     would redirect the returner (see check_return_kwargs)."""
     import salt.returners  # noqa: PLC0415 - only ever called inside Salt
 
-    table = _sink_table(sink_type)
-    secret_keys = {o["key"] for o in table if o.get("secret")}
-    check_return_kwargs(virtualname, ret, _allow_list(virtualname, opts), secret_keys)
-    allowed = sorted(set(allowed_keys(sink_type)) | {"allow_return_kwargs"})
-    unknown = sorted(_configured_keys(virtualname, opts) - set(allowed))
+    tables = _option_tables(sink_type)
+    check_return_kwargs(virtualname, ret, _allow_list(virtualname, opts), _secret_keys(tables[0]))
+    allowed = sorted(set(allowed_keys(sink_type, tables)) | {"allow_return_kwargs"})
+    unknown = sorted(_configured_keys(virtualname, opts).difference(allowed))
     if ret and isinstance(ret.get("ret_kwargs"), dict):
-        unknown += sorted(set(ret["ret_kwargs"]) - set(allowed))
+        unknown += sorted(set(ret["ret_kwargs"]).difference(allowed))
     if unknown:
         raise ConfigError(f"{virtualname}: unknown option '{unknown[0]}'; allowed options: "
                           f"{', '.join(allowed)}")
@@ -258,9 +267,9 @@ def resolve_sink_options(virtualname: str, sink_type: str, ret, opts: dict, salt
                 found[own_key] = convert(value)
     found.update(salt.returners.get_returner_options(
         virtualname, ret, {k: k for k in allowed}, __salt__=salt_funcs, __opts__=opts))
-    found = coerce_options(sink_type, found)
+    found = coerce_options(sink_type, found, tables)
     found.pop("allow_return_kwargs", None)
-    found = resolve_secrets(virtualname, sink_type, found, opts)
+    found = resolve_secrets(virtualname, sink_type, found, opts, tables[0])
     py_opts = {k: spec[1] for k, spec in PYTHON_OPTIONS.items() if k != "redact"}
     sink_opts = {}
     for key, value in found.items():
@@ -294,12 +303,13 @@ STOCK_FALLBACKS = {
 }
 
 
-def coerce_options(sink_type: str, found: dict) -> dict:
+def coerce_options(sink_type: str, found: dict, tables=None) -> dict:
     """Values from pillar, the command line or an environment often come as strings: an
     integer or boolean option given as "5432" or "true" is taken as such. Anything else is
-    left for the strict validation to refuse with the key named."""
-    types = {o["key"]: o["type"] for o in _sink_table(sink_type)}
-    types.update({o["key"]: o["type"] for o in native().common_options()})
+    left for the strict validation to refuse with the key named. `tables`: what
+    _option_tables(sink_type) gives, if the caller has it."""
+    table, common = tables or _option_tables(sink_type)
+    types = {o["key"]: o["type"] for o in (*table, *common)}
     out = {}
     for key, value in found.items():
         kind = types.get(key)
