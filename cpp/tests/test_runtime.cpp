@@ -465,6 +465,32 @@ TEST_CASE("runtime: a failing sink is retried until ok and every record arrives 
     rt.close(1s);
 }
 
+TEST_CASE("runtime: wait_delivered stops at the first failed write instead of the timeout",
+          "[runtime]") {
+    temp_dir tmp;
+    runtime rt;
+    auto ctl = std::make_shared<sink_control>();
+    ctl->script = {write_status::retry, write_status::retry};
+    auto p = spool_policy(tmp.path / "down");
+    p.retry_initial = 2s;  // the retry comes long after the failure
+    p.retry_max = 2s;
+    auto id = rt.add_sink("down", make_sink(ctl), p);
+
+    const auto before = rt.failures(id);
+    CHECK(before == 0);
+    auto t = rt.enqueue(id, recs(0, 5));
+    const auto t0 = clock_type::now();
+    CHECK(rt.wait_delivered(id, t, 10s, before) == runtime::wait_result::failed);
+    CHECK(clock_type::now() - t0 < 1500ms);
+    CHECK(rt.failures(id) == 1);
+    // A later wait with the current count waits again: for the next failure, or delivery.
+    CHECK(rt.wait_delivered(id, t, 0ms, rt.failures(id)) == runtime::wait_result::timed_out);
+    CHECK(rt.wait_delivered(id, t, 10s, rt.failures(id)) == runtime::wait_result::failed);
+    CHECK(rt.wait_delivered(id, t, 10s, rt.failures(id)) == runtime::wait_result::delivered);
+    CHECK(ctl->payloads() == payloads(0, 5));
+    rt.close(1s);
+}
+
 // 5. --------------------------------------------------------------------------------------------
 
 TEST_CASE("runtime: a dropped batch is counted and later records are still delivered", "[runtime]") {
