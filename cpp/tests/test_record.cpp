@@ -2,6 +2,11 @@
 
 #include "fastret/record.hpp"
 
+#include <openssl/evp.h>
+
+#include <random>
+#include <vector>
+
 using namespace fastret;
 
 namespace {
@@ -43,6 +48,56 @@ TEST_CASE("record ids are deterministic and depend on every identifying field", 
     d.jid = "xy";
     d.minion = "z";
     CHECK(compute_record_id(c) != compute_record_id(d));
+}
+
+TEST_CASE("record ids stay what they were: SHA-256 of the documented layout", "[record]") {
+    // Pinned: ids must not change between versions (a record re-delivered after an upgrade
+    // must still be recognised). The same value from Python:
+    //   sha256(b"\x01" + lp(jid) + lp(minion) + lp(fun) + lp(tag) + lp(payload))[:32 hex]
+    //   with lp(b) = struct.pack("<I", len(b)) + b
+    CHECK(compute_record_id(sample()) == "777183617c2992606098ae70da50468f");
+}
+
+TEST_CASE("record ids are OpenSSL's SHA-256 of the documented layout, for every length", "[record]") {
+    auto reference = [](const record& r) {
+        auto lp = [](const std::string& f) {
+            std::string o;
+            const auto n = static_cast<std::uint32_t>(f.size());
+            for (int i = 0; i < 4; ++i) o += static_cast<char>((n >> (8 * i)) & 0xff);
+            return o + f;
+        };
+        const std::string m = std::string(1, static_cast<char>(r.kind)) + lp(r.jid) + lp(r.minion) +
+                              lp(r.fun) + lp(r.tag) + lp(r.payload);
+        unsigned char d[32];
+        unsigned int len = 0;
+        EVP_Digest(m.data(), m.size(), d, &len, EVP_sha256(), nullptr);
+        static constexpr char hex[] = "0123456789abcdef";
+        std::string id;
+        for (int i = 0; i < 16; ++i) {
+            id += hex[d[i] >> 4];
+            id += hex[d[i] & 0xf];
+        }
+        return id;
+    };
+    std::mt19937 rng(42);
+    std::vector<record> recs;
+    // every payload length around the block boundaries (padding needs one or two blocks)
+    for (std::size_t n = 0; n < 300; ++n) {
+        record r = sample();
+        r.payload.assign(n, static_cast<char>('a' + n % 26));
+        r.minion = "m" + std::to_string(rng() % 1000);
+        recs.push_back(r);
+    }
+    for (int i = 0; i < 200; ++i) {
+        record r = sample();
+        r.payload.resize(rng() % 5000);
+        for (auto& c : r.payload) c = static_cast<char>(rng());
+        recs.push_back(r);
+    }
+    for (std::size_t i = 0; i < recs.size(); ++i) {
+        INFO("record " << i << ", payload " << recs[i].payload.size() << " bytes");
+        CHECK(compute_record_id(recs[i]) == reference(recs[i]));
+    }
 }
 
 TEST_CASE("records survive the spool's binary form unchanged", "[record]") {
