@@ -578,8 +578,10 @@ def run_all(args, base, results, min_time, rounds, sc_runs, mem_events):
               flush=True)
         targets.append({"name": "event_return: default redaction costs < 20%",
                         "value": f"{cost * 100:.1f}%", "met": cost < 0.20})
-        fr = rows[0]
-        targets.append({"name": "event_return: fastret >= 10x rawfile_json",
+        # The like-for-like pair: JSON lines into a file, fastret_file against rawfile_json.
+        # (The routed default writes every event twice, into SQLite and a file.)
+        fr = next(r for r in rows if r["name"] == "fastret_file")
+        targets.append({"name": "event_return: fastret_file >= 10x rawfile_json",
                         "value": f"{fr['vs_rawfile_json']:.2f}x",
                         "met": fr["vs_rawfile_json"] >= 10.0})
 
