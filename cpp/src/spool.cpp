@@ -558,6 +558,13 @@ struct spool::impl {
             return;
         }
         invalidate_window(s);
+        // Its ack file must say "all delivered" (a segment before an acknowledged position
+        // counts as delivered without its own ack file being written): a process killed while
+        // holding a spare must not make the next one deliver its frames again.
+        if (s->acked < s->end) {
+            s->acked = s->end;
+            write_ack(s);
+        }
         spares.push_back(std::move(segs[i]));
         segs.erase(segs.begin() + static_cast<std::ptrdiff_t>(i));
     }
