@@ -14,16 +14,20 @@
 //  - well-formed UTF-8 stays well-formed; the rule counters grow exactly when it redacts;
 //  - match_field on an arbitrary key and path agrees with a reference written from the
 //    documented list (exact names and names containing password, passwd, secret, token,
-//    private_key, api_key, apikey, ASCII case-insensitively; the path does not matter).
+//    private_key, api_key, apikey, ASCII case-insensitively; the path does not matter), and
+//    with a key_cache kept across inputs gives the same answer;
+//  - a redactor without the literal prefilter gives the same result, and every counter the
+//    same value.
 //
 // Fuzzed rules (mode 1): one to three rules of any kind and mode with patterns from the input
 // are either refused with config_error, or:
 //  - match_field agrees with a reference (first matching rule wins; key globs fold ASCII case,
 //    path segments do not; `*` any run and `?` one byte inside a segment, `**` any number of
 //    segments), computed by straightforward recursion;
+//  - match_field with a key_cache answers the same (and counts the same);
 //  - redact_value terminates, leaves `out` alone when it reports no match, and keeps
 //    well-formed UTF-8 well-formed (unless a pattern uses \C, which matches single bytes on
-//    purpose).
+//    purpose); without the literal prefilter it gives the same result.
 #include <re2/re2.h>
 
 #include <cstddef>
@@ -163,6 +167,8 @@ std::string path_text(const std::vector<std::string>& path, std::string_view key
 struct defaults {
     std::vector<fastret::redact_rule> rules = fastret::redactor::default_rules();
     fastret::redactor red{fastret::redactor::default_rules(), ""};
+    fastret::redactor full{fastret::redactor::default_rules(), "", false};  // no prefilter
+    fastret::key_cache keys;
     struct value_pattern {
         std::string name;
         std::unique_ptr<RE2> re;
@@ -216,7 +222,7 @@ bool ref_default_key(std::string_view key) {
 }
 
 void run_defaults(FuzzedDataProvider& fdp) {
-    static const defaults d;
+    static defaults d;
     std::vector<std::string> path;
     for (int n = fdp.ConsumeIntegralInRange(0, 3); n > 0; --n)
         path.push_back(fdp.ConsumeRandomLengthString(12));
@@ -225,6 +231,9 @@ void run_defaults(FuzzedDataProvider& fdp) {
     const field_action want = ref_default_key(key) ? field_action::mask : field_action::keep;
     FUZZ_CHECK(a == want, std::string(action_name(a)) + " for key " + path_text(path, key) +
                               ", expected " + action_name(want));
+    const field_action cached = d.full.match_field(views(path), key, &d.keys);
+    FUZZ_CHECK(cached == want, std::string(action_name(cached)) + " from the key cache for " +
+                                   path_text(path, key) + ", expected " + action_name(want));
 
     const std::string in = fdp.ConsumeRemainingBytesAsString();
     const std::uint64_t before = total_count(d.red);
@@ -233,6 +242,12 @@ void run_defaults(FuzzedDataProvider& fdp) {
     if (!changed) FUZZ_CHECK(out == "untouched", "out written without a match: " + fuzz::show(out));
     FUZZ_CHECK((total_count(d.red) > before) == changed,
                "counters disagree with the result for " + fuzz::show(in));
+    std::string full_out = "untouched";
+    const bool full_changed = d.full.redact_value(in, full_out);
+    FUZZ_CHECK(full_changed == changed && full_out == out,
+               "the prefilter changed the result for " + fuzz::show(in) + ": " + fuzz::show(out) +
+                   " instead of " + fuzz::show(full_out));
+    FUZZ_CHECK(d.red.counts() == d.full.counts(), "counters differ with and without the prefilter");
     const std::string& text = changed ? out : in;
     fuzz::trace("key " + path_text(path, key) + ": " + action_name(a) + "; value " +
                 fuzz::show(in) + " -> " + fuzz::show(text));
@@ -243,6 +258,8 @@ void run_defaults(FuzzedDataProvider& fdp) {
     if (d.red.redact_value(text, again))
         FUZZ_CHECK(again == text, "not a fixed point: " + fuzz::show(in) + "\n -> " +
                                       fuzz::show(text) + "\n -> " + fuzz::show(again));
+    std::string full_again;
+    d.full.redact_value(text, full_again);  // keeps the two redactors' counters in step
     check_nothing_visible(d, text);
 }
 
@@ -323,14 +340,16 @@ void run_fuzzed_rules(FuzzedDataProvider& fdp) {
         rules.push_back(std::move(r));
     }
     const std::string hmac_key = fdp.ConsumeBool() ? fdp.ConsumeRandomLengthString(16) : "";
-    std::unique_ptr<fastret::redactor> red;
+    std::unique_ptr<fastret::redactor> red, full;
     try {
         red = std::make_unique<fastret::redactor>(rules, hmac_key);
+        full = std::make_unique<fastret::redactor>(rules, hmac_key, false);
     } catch (const fastret::config_error& e) {
         fuzz::trace("refused" + rules_text(rules) + ": " + e.what());
         return;  // refused, by name: fine
     }
     fuzz::trace("rules" + rules_text(rules));
+    fastret::key_cache keys;
     for (int n = fdp.ConsumeIntegralInRange(0, 3); n > 0; --n) {
         std::vector<std::string> path;
         for (int k = fdp.ConsumeIntegralInRange(0, 4); k > 0; --k)
@@ -341,6 +360,12 @@ void run_fuzzed_rules(FuzzedDataProvider& fdp) {
         FUZZ_CHECK(a == want, std::string(action_name(a)) + " for " + path_text(path, key) +
                                   ", expected " + action_name(want) +
                                   "; rules:" + rules_text(rules));
+        for (int twice = 0; twice < 2; ++twice) {
+            const field_action cached = full->match_field(views(path), key, &keys);
+            FUZZ_CHECK(cached == want, std::string(action_name(cached)) + " from the key cache for " +
+                                           path_text(path, key) + ", expected " + action_name(want) +
+                                           "; rules:" + rules_text(rules));
+        }
     }
     const std::string in = fdp.ConsumeBool()
                                ? fuzz::any_string(fdp, 256)
@@ -348,6 +373,11 @@ void run_fuzzed_rules(FuzzedDataProvider& fdp) {
     std::string out = "untouched";
     const bool changed = red->redact_value(in, out);
     fuzz::trace("value " + fuzz::show(in) + (changed ? " -> " + fuzz::show(out) : " unchanged"));
+    std::string full_out = "untouched";
+    const bool full_changed = full->redact_value(in, full_out);
+    FUZZ_CHECK(full_changed == changed && full_out == out,
+               "the prefilter changed the result for " + fuzz::show(in) + ": " + fuzz::show(out) +
+                   " instead of " + fuzz::show(full_out) + "; rules:" + rules_text(rules));
     if (!changed) {
         FUZZ_CHECK(out == "untouched", "out written without a match");
         return;

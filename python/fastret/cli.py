@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from fastret import ConfigError, __version__, native
+from fastret import ConfigError, __version__, native, redaction_stats
 
 DESCRIPTION = """\
 fastret: fast, durable delivery of Salt job returns and events.
@@ -19,7 +19,8 @@ Commands:
   spool drain    deliver what is waiting in the spool now, with the configuration Salt would
                  use, and report what was delivered
   stats          the state of the configured sinks: spool backlog and, for sqlite stores,
-                 the number of jobs, returns and events stored
+                 the number of jobs, returns and events stored; and how often each
+                 redaction rule matched, summed over every process that delivered here
   jobs           the most recent jobs in the embedded store, with each minion's result
   config check   validate the fastret configuration the way Salt will load it
   schema TYPE    print the job store's DDL for postgres, mysql or sqlite (tables, indexes and
@@ -55,7 +56,7 @@ def spool_status(root: str) -> list[dict]:
         return out
     for name in sorted(os.listdir(root)):
         d = os.path.join(root, name)
-        if not os.path.isdir(d):
+        if not os.path.isdir(d) or name == redaction_stats.DIR_NAME:
             continue
         row = {"sink": name, "dir": d}
         row.update(native().spool_backlog(d))
@@ -115,9 +116,11 @@ def cmd_spool_drain(args):
 
 
 def cmd_stats(args):
-    rows = {r["sink"]: r for r in spool_status(_spool_root(args))}
+    root = _spool_root(args)
+    rows = {r["sink"]: r for r in spool_status(root)}
     result = []
-    for s in _configured_sinks(args):
+    sinks = _configured_sinks(args)
+    for s in sinks:
         row = {"sink": s.name, "type": s.type, "destination": s.options.get("path", "")}
         sp = rows.get(s.name)
         row["spool_pending_records"] = sp["pending_records"] if sp else 0
@@ -131,11 +134,19 @@ def cmd_stats(args):
             except nat.StoreError as exc:
                 row["store_error"] = str(exc)
         result.append(row)
+    # Redactions per rule, over every process that delivered through these spool roots.
+    redactions = {}
+    for r in sorted({root} | {s.spool_root for s in sinks if s.spool_root}):
+        for rule, n in redaction_stats.totals(r).items():
+            redactions[rule] = redactions.get(rule, 0) + n
+    redactions = dict(sorted(redactions.items()))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({"sinks": result, "redactions": redactions}, indent=2))
     else:
         for row in result:
             print("  ".join(f"{k}={v}" for k, v in row.items()))
+        print("redactions: " + ("  ".join(f"{k}={v}" for k, v in redactions.items())
+                                if redactions else "none"))
     return 0
 
 

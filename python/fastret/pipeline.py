@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from fastret import ConfigError, native
+from fastret import ConfigError, native, redaction_stats
 from fastret.config import PipelineConfig
 
 log = logging.getLogger("fastret")
@@ -42,11 +42,18 @@ def close(timeout: float = CLOSE_TIMEOUT):
     if not nat.is_closed():
         nat.close(timeout)
     drain_messages()
-    counts = {k: v for k, v in nat.redaction_counts().items() if v}
+    counts = redaction_stats.process_counts()
     if counts:
         log.info("fastret: redacted in this process: %s",
-                 ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+                 ", ".join(f"{k}={v}" for k, v in counts.items()))
+    redaction_stats.finish()  # into <spool root>/redaction-counts, for `fastret stats`
     _state["sink_ids"] = {}
+
+
+def stats() -> dict:
+    """This process's delivery statistics: per sink (accepted, delivered, spooled, ...) and
+    redactions per rule."""
+    return {"sinks": native().stats(), "redactions": redaction_stats.process_counts()}
 
 
 def _hook_exit():
@@ -112,6 +119,7 @@ class Pipeline:
             return None
         if self._redact is None or self._redact[0] != os.getpid():
             self._redact = (os.getpid(), native().redactor(self.cfg.redact))
+            redaction_stats.register(self.cfg.spool_root, self._redact[1])
         return self._redact[1]
 
     def _targets(self, kind, fun, tag, success):
@@ -134,6 +142,7 @@ class Pipeline:
         if ids:
             native().submit_events(ids, events, master_id, self.cfg.max_depth,
                                    self.cfg.bytes_encoding == "base64", self._redactor())
+            redaction_stats.publish()
         drain_messages(logger)
 
     def submit(self, records, wait: float | None = None, logger=None) -> bool:
@@ -156,6 +165,8 @@ class Pipeline:
             tickets = nat.submit(ids, recs, self.cfg.max_depth,
                                  self.cfg.bytes_encoding == "base64", self._redactor())
             waits.extend(zip(ids, tickets, failures_before))
+        if waits:
+            redaction_stats.publish()
         delivered = len(waits) > 0 or not by_target
         if wait:
             # One deadline for the call, not one per sink. A sink whose write fails while we

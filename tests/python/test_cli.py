@@ -120,7 +120,7 @@ def test_drain_of_a_one_sink_returner_with_nested_options(make_minion_env, tmp_p
     env = make_minion_env("nested", {"fastret_file": {"path": str(blocker / "f.jsonl"),
                                                       "deliver_timeout": 0.5}})
     jid = env.salt_call("test.echo", "nested", returner="fastret_file").jid
-    stats = json.loads(env.fastret("stats", "--json").stdout)
+    stats = json.loads(env.fastret("stats", "--json").stdout)["sinks"]
     (row,) = [r for r in stats if r["type"] == "file" and r["sink"].startswith("fastret_file")]
     assert row["destination"] == str(blocker / "f.jsonl")
     assert row["spool_pending_records"] == 2
@@ -139,7 +139,7 @@ def test_stats_json(make_minion_env):
     jids = [env.salt_call("test.echo", f"s{i}", returner="fastret").jid for i in range(2)]
     proc = env.fastret("stats", "--json")
     assert proc.returncode == 0, proc.stderr
-    rows = {r["sink"]: r for r in json.loads(proc.stdout)}
+    rows = {r["sink"]: r for r in json.loads(proc.stdout)["sinks"]}
     store = rows["fastret.store"]
     assert store["type"] == "sqlite"
     assert store["destination"] == str(env.store_path)

@@ -292,7 +292,7 @@ def test_cli_stats_on_the_master_config(master, ping_job):
     proc = subprocess.run([FASTRET, "-c", master.config_dir, "--role", "master", "stats", "--json"],
                           capture_output=True, text=True, timeout=120, env=clean_env(), check=False)
     assert proc.returncode == 0, proc.stderr
-    (row,) = [r for r in json.loads(proc.stdout) if r["sink"].startswith("fastret_sqlite")]
+    (row,) = [r for r in json.loads(proc.stdout)["sinks"] if r["sink"].startswith("fastret_sqlite")]
     assert row["destination"] == str(Path(master.config["cachedir"]) / "fastret" / "fastret.db")
     assert row["jids"] >= 1 and row["salt_returns"] >= 1 and row["salt_events"] >= 1
 

@@ -98,3 +98,37 @@ def test_redaction_off_and_bad_rules(make_minion_env):
     res = env.salt_call("leaky.run", returner="fastret_file", check=False)
     assert "redaction rule 'oops'" in env.log_text() and "bad pattern" in env.log_text()
     assert not env.returns_path.exists() or res.jid not in env.returns_path.read_text()
+
+
+def counts_dir(env):
+    return env.spool_root / "redaction-counts"
+
+
+def stats_redactions(env):
+    proc = env.fastret("stats", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["redactions"]
+
+
+def test_stats_show_redactions_per_rule_across_processes(make_minion_env):
+    env = leaky_env(make_minion_env, "counts")
+    assert stats_redactions(env) == {}
+    env.salt_call("leaky.run", returner="fastret")
+    # One record through the routed returner: the password and Authorization keys, the PEM
+    # block and the bearer token, each once (encoded once for both sinks).
+    once = {"secret_keys": 2, "pem_private_key": 1, "bearer_token": 1}
+    assert stats_redactions(env) == once
+    env.salt_call("leaky.run", returner="fastret")
+    env.salt_call("leaky.run", returner="fastret_file")
+    assert stats_redactions(env) == {k: 3 * v for k, v in once.items()}
+    text = env.fastret("stats").stdout
+    assert "redactions: bearer_token=3  pem_private_key=3  secret_keys=6" in text
+    # Each salt-call merged its counts into the total when it closed: no file per process is
+    # left, and only names and numbers were written.
+    assert sorted(p.name for p in counts_dir(env).iterdir()) == [".lock", "total.json"]
+    written = (counts_dir(env) / "total.json").read_text()
+    for word in SECRET_WORDS + ["hunter2", "Bearer"]:
+        assert word not in written
+    # The counts directory is no sink's spool.
+    status = json.loads(env.fastret("spool", "status", "--json").stdout)
+    assert "redaction-counts" not in {r["sink"] for r in status}

@@ -9,6 +9,13 @@
 //  - value: every match of an RE2 pattern inside any string value is replaced; with a group
 //           named `secret` (`(?P<secret>...)`) only that group is. RE2 runs in linear time:
 //           no input makes a pattern backtrack catastrophically.
+//
+// Most strings hold no secret, so a value rule is tried on a string only if the string contains
+// one of the rule's required literals (RE2's own prefilter analysis: `bearer` for the bearer
+// rule, `akia`/`asia` for AWS keys, ...), searched ASCII case-insensitively in one pass over
+// the string. The prefilter is exact: it skips only strings the pattern cannot match. A rule
+// without such a literal (or with a non-ASCII one), and any string with a non-ASCII byte, go
+// to RE2 as before.
 // Modes: mask (the value becomes "********"), drop (key and path rules: the field is left out),
 // hash (the value becomes "hmac:" + the first 128 bits of HMAC-SHA256 under the configured key,
 // in hex: equal inputs give equal pseudonyms, so they still correlate across records and
@@ -44,11 +51,40 @@ enum class field_action { keep, mask, drop, hash };
 
 constexpr std::string_view redaction_mask = "********";
 
+class redactor;
+
+// match_field()'s answers for keys seen before, for a redactor without path rules (whose
+// answer depends on the key alone). A batch of records repeats the same keys (jid, fun,
+// return, result, changes, ...): a repeated key costs one hash and one compare instead of the
+// rules. Owned by one caller and used by one thread at a time (a stack object per batch, say);
+// it may be reused with another redactor, and then forgets the old one's answers.
+class key_cache {
+public:
+    key_cache() noexcept { clear(); }
+
+private:
+    friend class redactor;
+    static constexpr std::size_t slots = 128;
+    static constexpr std::size_t max_key = 23;  // longer keys are not cached
+    struct slot {
+        char key[max_key];
+        std::uint8_t len;  // 0xFF: empty
+        int rule;          // index of the first matching field rule, -1 for none
+    };
+    void clear() noexcept {
+        for (auto& s : slots_) s.len = 0xFF;
+    }
+    std::uint64_t owner_ = 0;  // the redactor's serial number
+    slot slots_[slots];
+};
+
 class redactor {
 public:
     // Compiles the rules. Throws config_error naming the rule for a pattern RE2 rejects, an
     // empty rule, `drop` on a value rule, or `hash` without a key (`hmac_key` empty).
-    redactor(std::vector<redact_rule> rules, std::string hmac_key);
+    // `literal_prefilter` false runs every value pattern on every string: the same results,
+    // slower (the reference the prefilter is tested against).
+    redactor(std::vector<redact_rule> rules, std::string hmac_key, bool literal_prefilter = true);
     ~redactor();
     redactor(const redactor&) = delete;
     redactor& operator=(const redactor&) = delete;
@@ -62,10 +98,14 @@ public:
     bool has_field_rules() const noexcept;  // key or path rules exist
     bool has_path_rules() const noexcept;
     bool has_value_rules() const noexcept;
+    // Value rules that have a literal prefilter; the others run RE2 on every string.
+    std::size_t prefiltered_value_rules() const noexcept;
 
     // The action for the field `key` whose parent is at `path` (segments from the payload
-    // root; array elements are "*"). The first matching rule wins and is counted.
-    field_action match_field(std::span<const std::string_view> path, std::string_view key) const;
+    // root; array elements are "*"). The first matching rule wins and is counted. `cache`
+    // (optional) remembers answers by key when there are no path rules.
+    field_action match_field(std::span<const std::string_view> path, std::string_view key,
+                             key_cache* cache = nullptr) const;
 
     // Applies the value rules to `in`. Returns false (and leaves `out` alone) if nothing
     // matched; otherwise `out` holds the redacted text and every match is counted.

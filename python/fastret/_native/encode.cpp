@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -28,7 +29,15 @@ namespace {
 class encoder {
 public:
     // Appends to `out` (trimmed when the encoder goes away, or at finish()).
-    encoder(std::string& out, const encode_options& opts) : out_(out), opts_(opts) {}
+    encoder(std::string& out, const encode_options& opts)
+        : out_(out),
+          opts_(opts),
+          value_rules_(opts.redact && opts.redact->has_value_rules()),
+          field_rules_(opts.redact && opts.redact->has_field_rules()),
+          path_rules_(opts.redact && opts.redact->has_path_rules()),
+          keys_(opts.keys) {
+        if (!keys_ && field_rules_ && !path_rules_) keys_ = &own_keys_.emplace();
+    }
 
     void value(PyObject* obj, std::size_t depth);
     // A dict's members, also reporting the values of the event header keys (top level only).
@@ -55,6 +64,10 @@ private:
 
     json_appender out_;
     const encode_options& opts_;
+    // What the redactor has, asked once per encode (the calls cross into libfastret).
+    const bool value_rules_, field_rules_, path_rules_;
+    std::optional<key_cache> own_keys_;  // when the caller has none: keys repeat within an object
+    key_cache* keys_;
     // Keys from the payload's root to the container being written ("*" for array elements),
     // kept only when the redactor has path rules.
     std::vector<std::string> path_;
@@ -77,7 +90,7 @@ std::string_view utf8_of(PyObject* s) {
 }
 
 void encoder::str_value(PyObject* s) {
-    if (!opts_.redact || !opts_.redact->has_value_rules()) return str(s);
+    if (!value_rules_) return str(s);
     const auto view = utf8_of(s);
     if (!view.empty() && opts_.redact->redact_value(view, scratch_)) return text(scratch_);
     str(s);
@@ -89,11 +102,11 @@ bool encoder::member(PyObject* k, PyObject* v, std::size_t depth, bool first) {
     std::string_view key_view;
     if (PyUnicode_Check(k)) key_view = utf8_of(k);
     else key_text = py::str(k).cast<std::string>(), key_view = key_text;
-    if (r.has_path_rules()) {
+    if (path_rules_) {
         path_view_.clear();
         for (const auto& p : path_) path_view_.push_back(p);
     }
-    const auto action = r.match_field(path_view_, key_view);
+    const auto action = r.match_field(path_view_, key_view, keys_);
     if (action == field_action::drop) return false;
     if (!first) put(',');
     key(k);
@@ -107,9 +120,9 @@ bool encoder::member(PyObject* k, PyObject* v, std::size_t depth, bool first) {
         else plain = encode_python(v, {opts_.max_depth, opts_.bytes_base64, nullptr});
         text(r.pseudonym(plain));
     } else {
-        if (r.has_path_rules()) path_.emplace_back(key_view);
+        if (path_rules_) path_.emplace_back(key_view);
         value(v, depth + 1);
-        if (r.has_path_rules()) path_.pop_back();
+        if (path_rules_) path_.pop_back();
     }
     return true;
 }
@@ -249,7 +262,7 @@ void encoder::dict(PyObject* obj, std::size_t depth, event_fields* fields) {
     // A dict subclass may override items(); plain iteration over the storage is what
     // json.dumps does too. Key and value are held while they are written: a leaf's __str__
     // runs Python code that could remove them from the dict.
-    const bool fields_rules = opts_.redact && opts_.redact->has_field_rules();
+    const bool fields_rules = field_rules_;
     while (PyDict_Next(obj, &pos, &k, &v)) {
         Py_INCREF(k);
         Py_INCREF(v);
@@ -270,7 +283,7 @@ void encoder::dict(PyObject* obj, std::size_t depth, event_fields* fields) {
 }
 
 void encoder::sequence(PyObject* obj, std::size_t depth) {
-    const bool track = opts_.redact && opts_.redact->has_path_rules();
+    const bool track = path_rules_;
     if (track) path_.emplace_back("*");
     sequence_items(obj, depth);
     if (track) path_.pop_back();

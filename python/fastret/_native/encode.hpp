@@ -14,6 +14,7 @@ struct encode_options {
     std::size_t max_depth = 100;   // deeper containers become a marker object
     bool bytes_base64 = false;     // bytes as base64 instead of UTF-8 with replacement
     const redactor* redact = nullptr;  // applied while encoding: secrets never reach a buffer
+    key_cache* keys = nullptr;  // the redactor's answers per key, kept across a batch (optional)
 };
 
 // Appends `obj` to `out` as one JSON value. Never throws on odd data: unknown types via str(),

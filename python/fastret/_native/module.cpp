@@ -228,7 +228,8 @@ PYBIND11_MODULE(_native, m) {
         "submit",
         [](const std::vector<std::size_t>& sinks, const py::list& records, std::size_t max_depth,
            bool bytes_base64, const redactor* redact) {
-            py_bind::encode_options eo{max_depth, bytes_base64, redact};
+            key_cache keys;  // keys repeat across the batch's records
+            py_bind::encode_options eo{max_depth, bytes_base64, redact, &keys};
             record_scratch batch;
             for (auto item : records) fill_record(batch.next(), item.cast<py::tuple>(), eo);
             return enqueue_all(sinks, batch.filled());
@@ -243,7 +244,8 @@ PYBIND11_MODULE(_native, m) {
         [](const std::vector<std::size_t>& sinks, const py::list& events,
            const std::string& master_id, std::size_t max_depth, bool bytes_base64,
            const redactor* redact) {
-            py_bind::encode_options eo{max_depth, bytes_base64, redact};
+            key_cache keys;  // keys repeat across the batch's records
+            py_bind::encode_options eo{max_depth, bytes_base64, redact, &keys};
             record_scratch batch;
             py_bind::warm_up({reinterpret_cast<PyListObject*>(events.ptr())->ob_item,
                               static_cast<std::size_t>(PyList_GET_SIZE(events.ptr()))});
