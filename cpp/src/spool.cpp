@@ -157,9 +157,10 @@ constexpr char kMagicV2[8] = {'F', 'R', 'S', 'P', 'O', 'O', 'L', '2'};
 constexpr std::uint64_t kHeaderSize = 8;
 constexpr std::uint64_t kFrameHeader = 8;
 constexpr std::uint32_t kEndMarkerLen = 0xFFFFFFFFu;  // never a payload length (append refuses it)
-// Delivered segments kept open for reuse: rewriting a file's cached pages costs a fraction of
-// allocating new ones, and deleting a file costs a truncate (and a discard on some mounts).
-constexpr std::size_t kMaxSpares = 2;
+// Delivered segments kept open for reuse (more than this, left by a burst, are deleted):
+// rewriting a file's cached pages costs a fraction of allocating new ones, and deleting a file
+// costs a truncate (and a discard on some mounts). At most 8 x spool_segment_bytes of disk.
+constexpr std::size_t kMaxSpares = 8;
 constexpr std::size_t kWindow = 256 * 1024;          // read-ahead window for read()
 constexpr std::size_t kWindowKeep = 4 * 1024 * 1024;  // shrink the window buffer past this
 constexpr std::size_t kMaxBatchFrames = 512;          // frames per pwritev (2 iovecs each)

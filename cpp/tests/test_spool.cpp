@@ -235,9 +235,9 @@ TEST_CASE("order is preserved across segment rotation and acked segments are del
             CHECK(sp.acked_sequence() == next);
         }
         CHECK(next == 200);
-        // only the segment still being written remains, and up to two delivered segment
+        // only the segment still being written remains, and up to eight delivered segment
         // files kept for reuse
-        CHECK(files_with_ext(d.path, ".seg").size() <= 3);
+        CHECK(files_with_ext(d.path, ".seg").size() <= 9);
         CHECK(sp.stats().segments == 1);
         CHECK(sp.stats().bytes_on_disk == seg_bytes_on_disk(d.path));
     }
@@ -847,7 +847,7 @@ TEST_CASE("concurrent appends and reads deliver every frame once, in order", "[s
     CHECK(next == total);
     CHECK(sp.acked_sequence() == total);
     CHECK_FALSE(sp.has_unread());
-    CHECK(files_with_ext(d.path, ".seg").size() <= 3);  // the current one, two kept for reuse
+    CHECK(files_with_ext(d.path, ".seg").size() <= 9);  // the current one, eight kept for reuse
     CHECK(sp.stats().segments == 1);
 }
 
