@@ -53,7 +53,7 @@ const std::vector<option_spec>& logstash_sink_options() {
             {"http_token", T::string, "", false, INT64_MIN, INT64_MAX, {},
              "bearer token sent as Authorization: Bearer <token>", true},
             {"connect_timeout_ms", T::integer, "5000", false, 1, 600000, {},
-             "deadline of the TCP connect and of the TLS handshake, each"},
+             "deadline of the host name lookup, of the TCP connect and of the TLS handshake, each"},
             {"write_timeout_ms", T::integer, "10000", false, 1, 3600000, {},
              "deadline of each write and of each read of the HTTP reply"},
         };
