@@ -1,7 +1,10 @@
 // Network sinks: encoders byte for byte, option checks, and the syslog sink against the
 // throwaway rsyslog the ctest fixture starts ([rsyslog]).
 #include <catch2/catch.hpp>
+#include <dlfcn.h>
+#include <netdb.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -14,6 +17,27 @@
 #include "net/tls.hpp"
 
 using namespace fastret;
+
+// A slow DNS server, injected: this executable's getaddrinfo interposes on libc's for the
+// whole test binary (libfastret's resolver calls it through the dynamic linker). Names ending
+// in ".stall.test" take stall_ms and then do not exist; every other name goes to libc.
+namespace {
+std::atomic<int> stall_calls{0};
+std::atomic<int> stall_ms{1500};
+}  // namespace
+
+extern "C" int getaddrinfo(const char* node, const char* service, const struct addrinfo* hints,
+                           struct addrinfo** res) {
+    using real_t = int (*)(const char*, const char*, const struct addrinfo*, struct addrinfo**);
+    static auto real = reinterpret_cast<real_t>(dlsym(RTLD_NEXT, "getaddrinfo"));
+    const std::string_view name = node ? node : "";
+    if (name.ends_with(".stall.test")) {
+        ++stall_calls;
+        std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms.load()));
+        return EAI_NONAME;
+    }
+    return real(node, service, hints, res);
+}
 
 namespace {
 
@@ -300,4 +324,42 @@ TEST_CASE("a name that does not resolve: retry with an error naming the host", "
         CHECK_THAT(res.error, Catch::Contains("cannot resolve no-such-host.invalid"));
         s->close();
     }
+}
+
+TEST_CASE("a stalled name lookup costs connect_timeout, not the resolver's time", "[net]") {
+    using namespace std::chrono;
+    stall_calls = 0;
+    auto s = make_sink("n", "logstash", {{"host", std::string("a.stall.test")}, {"port", std::int64_t(9)},
+                                         {"connect_timeout_ms", std::int64_t(300)}});
+    std::vector<record> batch{sample()};
+    auto t0 = steady_clock::now();
+    auto res = s->write(batch);
+    CHECK(steady_clock::now() - t0 < milliseconds(1000));  // the lookup takes 1500 ms
+    CHECK(res.status == write_status::retry);
+    CHECK_THAT(res.error, Catch::Contains("cannot resolve a.stall.test: no answer within 300 ms"));
+    // The next attempt waits for the same lookup: no second getaddrinfo.
+    res = s->write(batch);
+    CHECK_THAT(res.error, Catch::Contains("no answer within 300 ms"));
+    CHECK(stall_calls == 1);
+    // Once the lookup has answered, its answer is what the next attempt reports.
+    std::this_thread::sleep_for(milliseconds(1200));
+    res = s->write(batch);
+    CHECK(res.status == write_status::retry);
+    CHECK_THAT(res.error, Catch::Contains("cannot resolve a.stall.test"));
+    CHECK_THAT(res.error, !Catch::Contains("no answer"));
+    CHECK(stall_calls == 1);
+
+    // A sink closed and destroyed while its lookup runs does not wait for it.
+    auto s2 = make_sink("m", "syslog", {{"transport", std::string("tcp")},
+                                        {"host", std::string("b.stall.test")}, {"port", std::int64_t(9)},
+                                        {"connect_timeout_ms", std::int64_t(100)}});
+    CHECK(s2->write(batch).status == write_status::retry);
+    t0 = steady_clock::now();
+    s2->close();
+    s2.reset();
+    CHECK(steady_clock::now() - t0 < milliseconds(500));
+    // Localhost still resolves, through libc.
+    auto s3 = make_sink("l", "syslog", {{"transport", std::string("udp")},
+                                        {"host", std::string("localhost")}, {"port", std::int64_t(9)}});
+    CHECK(s3->write(batch).status == write_status::ok);
 }

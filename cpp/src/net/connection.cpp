@@ -4,6 +4,7 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -64,32 +65,44 @@ struct name_lookup {
 // Lookups still running when their connection went away. Destroying one joins the resolver's
 // thread, which would block until getaddrinfo returns; they are kept here and freed by a later
 // lookup once finished. Never destroyed at exit (a static's destructor would join there).
+// The lock is only tried: in a child forked while another thread held it, waiting would hang,
+// and both uses can do without (reaping is opportunistic; an unparkable lookup is leaked).
 struct parked_lookups {
     std::mutex mu;
     std::vector<std::unique_ptr<name_lookup>> list;
+    pid_t pid = ::getpid();
 
     static parked_lookups& get() {
         static auto* p = new parked_lookups;
         return *p;
     }
     void park(std::unique_ptr<name_lookup> l) {
-        std::lock_guard lock(mu);
-        list.push_back(std::move(l));
+        std::unique_lock lock(mu, std::try_to_lock);
+        if (lock && pid == ::getpid()) list.push_back(std::move(l));
+        else (void)l.release();  // see above: leaked on purpose
     }
     void reap() {
         std::vector<std::unique_ptr<name_lookup>> finished;
-        {
-            std::lock_guard lock(mu);
-            for (auto it = list.begin(); it != list.end();) {
-                (*it)->io.poll();  // runs the completion if getaddrinfo has returned
-                if ((*it)->done) {
-                    finished.push_back(std::move(*it));
-                    it = list.erase(it);
-                } else {
-                    ++it;
-                }
+        std::unique_lock lock(mu, std::try_to_lock);
+        if (!lock) return;
+        if (pid != ::getpid()) {
+            // A forked child: the resolver threads of these lookups do not exist here, so
+            // they never finish and touching them could hang. Leaked on purpose.
+            for (auto& l : list) (void)l.release();
+            list.clear();
+            pid = ::getpid();
+            return;
+        }
+        for (auto it = list.begin(); it != list.end();) {
+            (*it)->io.poll();  // runs the completion if getaddrinfo has returned
+            if ((*it)->done) {
+                finished.push_back(std::move(*it));
+                it = list.erase(it);
+            } else {
+                ++it;
             }
         }
+        lock.unlock();
         // destroyed here, outside the lock: their threads are idle, joining is immediate
     }
 };
