@@ -245,7 +245,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     f.max_bytes = fdp.ConsumeIntegralInRange<std::size_t>(0, 1200);
     f.split = fdp.ConsumeBool();
     const fuzz::fuzzed_record in = fuzz::make_record(fdp);
-    const fastret::record& r = in.rec;
+    fastret::record r = in.rec;
+    // Longer than the 128 characters an SD-PARAM value keeps (the generator's are shorter).
+    for (int k = fdp.ConsumeIntegralInRange(0, 3); k > 0; --k) r.tag += r.tag;
 
     std::vector<std::string> msgs;
     fastret::encode_syslog(r, f, [&](std::string_view m) { msgs.emplace_back(m); });
