@@ -25,111 +25,14 @@
 #include "fastret/json_writer.hpp"
 #include "fastret/record.hpp"
 #include "fuzz_common.hpp"
+#include "fuzz_records.hpp"
 
 using fuzz::jvalue;
+using fuzz::fuzzed_record;
+using fuzz::make_record;
+using fuzz::read_rfc3339_us;
 
 namespace {
-
-// Whitespace between the tokens of compact JSON text (outside strings), as a pretty-printer
-// with CRLF line ends would leave it.
-std::string spread(const std::string& json, FuzzedDataProvider& fdp) {
-    static const char* ws[] = {" ", "\n", "\r\n", "\t", "\r", "  \n    "};
-    std::string out = fdp.ConsumeBool() ? "\r\n" : "";
-    bool in_string = false, escaped = false;
-    for (char c : json) {
-        out += c;
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-            continue;
-        }
-        if (c == '"')
-            in_string = true;
-        else if ((c == '{' || c == '[' || c == ',' || c == ':') && fdp.ConsumeBool())
-            out += ws[fdp.ConsumeIntegralInRange(0, 5)];
-    }
-    if (fdp.ConsumeBool()) out += "\n";
-    return out;
-}
-
-std::int64_t parse_digits(std::string_view s) {
-    std::int64_t v = 0;
-    for (char c : s) v = v * 10 + (c - '0');
-    return v;
-}
-
-// "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" to Unix microseconds, or fail.
-std::int64_t read_rfc3339_us(const std::string& t) {
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
-    FUZZ_CHECK(t.size() == sizeof shape - 1, "time " + fuzz::show(t));
-    for (std::size_t i = 0; i < t.size(); ++i)
-        FUZZ_CHECK(shape[i] == 'd' ? (t[i] >= '0' && t[i] <= '9') : t[i] == shape[i],
-                   "time " + fuzz::show(t));
-    using namespace std::chrono;
-    const year_month_day ymd{year{static_cast<int>(parse_digits(t.substr(0, 4)))},
-                             month{static_cast<unsigned>(parse_digits(t.substr(5, 2)))},
-                             day{static_cast<unsigned>(parse_digits(t.substr(8, 2)))}};
-    FUZZ_CHECK(ymd.ok(), "not a date: " + fuzz::show(t));
-    const auto hh = parse_digits(t.substr(11, 2)), mm = parse_digits(t.substr(14, 2)),
-               ss = parse_digits(t.substr(17, 2));
-    FUZZ_CHECK(hh < 24 && mm < 60 && ss < 60, "not a time of day: " + fuzz::show(t));
-    const std::int64_t days = sys_days{ymd}.time_since_epoch().count();
-    return ((days * 24 + hh) * 60 + mm) * 60 * 1000000 + ss * 1000000 +
-           parse_digits(t.substr(20, 6));
-}
-
-struct fuzzed_record {
-    fastret::record rec;
-    jvalue data;  // what "data" must parse to
-};
-
-fuzzed_record make_record(FuzzedDataProvider& fdp) {
-    fuzzed_record f;
-    auto& r = f.rec;
-    // Any byte: an unknown kind must still give a line ("unknown").
-    r.kind = static_cast<fastret::record_kind>(
-        fdp.ConsumeBool() ? fdp.ConsumeIntegralInRange(1, 5) : fdp.ConsumeIntegral<std::uint8_t>());
-    switch (fdp.ConsumeIntegralInRange(0, 3)) {
-        case 0:
-            r.ts_us = fdp.ConsumeIntegral<std::int64_t>();
-            break;
-        case 1:
-            r.ts_us = fdp.ConsumeIntegralInRange<std::int64_t>(-62135596800LL * 1000000 - 5,
-                                                               253402300800LL * 1000000 + 5);
-            break;
-        default:
-            r.ts_us = fdp.ConsumeIntegralInRange<std::int64_t>(-86400LL * 1000000 * 800,
-                                                               86400LL * 1000000 * 40000);
-    }
-    r.success = fdp.ConsumeIntegral<std::int8_t>();
-    if (fdp.ConsumeBool()) r.retcode = fdp.ConsumeIntegral<std::int64_t>();
-    if (fdp.ConsumeBool()) r.id = fdp.ConsumeRandomLengthString(40);
-    r.jid = fuzz::any_string(fdp, 32);
-    r.minion = fuzz::any_string(fdp, 32);
-    r.fun = fuzz::any_string(fdp, 32);
-    r.tag = fuzz::any_string(fdp, 64);
-    switch (fdp.ConsumeIntegralInRange(0, 3)) {
-        case 0:
-            f.data = jvalue::null();
-            break;  // empty payload
-        default: {
-            fastret::json_writer w;
-            fuzz::json_generator gen(fdp, 24, 6);
-            gen.value(w);
-            r.payload = w.take();
-            if (fdp.ConsumeBool())
-                fastret::limit_payload_size(r.payload,
-                                            fdp.ConsumeIntegralInRange<std::size_t>(0, 64), 16);
-            if (fdp.ConsumeBool()) r.payload = spread(r.payload, fdp);
-            f.data = fuzz::must_parse(r.payload, "generated payload");
-        }
-    }
-    return f;
-}
 
 void expect_string_field(const fuzz::jmember& m, const char* key, const std::string& value) {
     FUZZ_CHECK(m.first == key, std::string("expected key ") + key + ", got " + fuzz::show(m.first));

@@ -202,23 +202,71 @@ def seeds_json_lines():
     for name, recs in batches.items():
         p = Provider().boolean(name == "event").in_range(0, 6, len(recs))
         for r in recs:
-            p.boolean(True).in_range(1, 5, r["kind"])
-            p.in_range(0, 3, 1).in_range(-62135596800 * 1000000 - 5, 253402300800 * 1000000 + 5, r["ts"], 64)
-            p.integral(r["success"], 8, True)
-            p.boolean(r["retcode"] is not None)
-            if r["retcode"] is not None:
-                p.integral(r["retcode"], 64, True)
-            p.boolean(bool(r["rid"]))
-            if r["rid"]:
-                p.string(r["rid"], 40)
-            for field, max_len in (("jid", 32), ("minion", 32), ("fun", 32), ("tag", 64)):
-                any_string(p, r[field], max_len)
-            if r["data"] is None:
-                p.in_range(0, 3, 0)
-            else:
-                p.in_range(0, 3, 1)
-                json_value(p, r["data"])
-                p.boolean(False).boolean(False)  # neither cut nor spread
+            record_fields(p, r)
+        out[name] = p.bytes()
+    return out
+
+
+def record_fields(p, r):
+    """fuzz_records.hpp: make_record."""
+    p.boolean(True).in_range(1, 5, r["kind"])
+    p.in_range(0, 3, 1).in_range(-62135596800 * 1000000 - 5, 253402300800 * 1000000 + 5, r["ts"], 64)
+    p.integral(r["success"], 8, True)
+    p.boolean(r["retcode"] is not None)
+    if r["retcode"] is not None:
+        p.integral(r["retcode"], 64, True)
+    p.boolean(bool(r["rid"]))
+    if r["rid"]:
+        p.string(r["rid"], 40)
+    for field, max_len in (("jid", 32), ("minion", 32), ("fun", 32), ("tag", 64)):
+        any_string(p, r[field], max_len)
+    if r["data"] is None:
+        p.in_range(0, 3, 0)
+    else:
+        p.in_range(0, 3, 1)
+        json_value(p, r["data"])
+        p.boolean(False).boolean(False)  # neither cut nor spread
+
+
+STATE_RETURN = dict(kind=1, ts=TS, success=0, retcode=2, rid="9f2c6a1e0b7d4c3a8e5f60718293a4b5", jid=JID,
+                    minion="web01.example.org", fun="state.apply", tag="",
+                    data={"return": {"file_|-motd_|-managed": {"result": False, "duration": 12},
+                                     "cmd_|-x_|-x_|-run": {"result": True, "duration": 3}}})
+LOAD = dict(kind=2, ts=TS + 3, success=-1, retcode=None, rid="", jid=JID, minion="", fun="cmd.run",
+            tag="", data={"user": "root", "arg": ["echo a=b|c \\ ]"], "tgt": "*"})
+EVENT = dict(kind=4, ts=-1, success=-1, retcode=None, rid="0a1b2c3d4e5f60718293a4b5c6d7e8f9", jid="",
+             minion=b"db\xff02 ]\"", fun="", tag="salt/auth", data={"duration": 2, "act": "accept"})
+
+
+def seeds_syslog():
+    formats = {
+        # name: (rfc3164, facility, severity, failure severity, hostname, local hostname,
+        #        app_name, procid, max_bytes, split, record)
+        "5424-fits": (False, 1, 6, 3, "", "-", "salt", "-", 1200, True, STATE_RETURN),
+        "5424-split": (False, 16, 6, 3, "", "-", "salt-master", "4711", 260, True, STATE_RETURN),
+        "5424-truncate": (False, 4, 5, 2, "syslog host", "-", "s" * 30, "-", 300, False, LOAD),
+        "5424-odd-sd": (False, 23, 7, 0, "", "master", "", "", 1200, True, EVENT),
+        "3164-split": (True, 1, 6, 3, "", "-", "salt:minion[x]", "42", 200, True, STATE_RETURN),
+        "3164-truncate": (True, 21, 6, 3, "h", "-", "salt", "p]d", 120, False, LOAD),
+    }
+    out = {}
+    for name, (rfc3164, fac, sev, fsev, host, local, app, procid, max_bytes, split, r) in formats.items():
+        p = Provider().boolean(rfc3164).in_range(0, 23, fac).in_range(0, 7, sev).in_range(0, 7, fsev)
+        any_string(p, host, 32)
+        any_string(p, local, 16)
+        any_string(p, app, 64)
+        any_string(p, procid, 160)
+        p.size(0, 1200, max_bytes).boolean(split)
+        record_fields(p, r)
+        out[name] = p.bytes()
+    return out
+
+
+def seeds_siem():
+    out = {}
+    for name, r in (("state-return", STATE_RETURN), ("load", LOAD), ("event", EVENT)):
+        p = Provider()
+        record_fields(p, r)
         out[name] = p.bytes()
     return out
 
@@ -352,6 +400,8 @@ TARGETS = {
     "fuzz_json_lines": seeds_json_lines,
     "fuzz_redact": seeds_redact,
     "fuzz_spool_reader": seeds_spool,
+    "fuzz_syslog": seeds_syslog,
+    "fuzz_siem": seeds_siem,
 }
 
 if __name__ == "__main__":

@@ -115,6 +115,19 @@ bool is_valid_utf8(std::string_view s) noexcept {
     return true;
 }
 
+void append_utf8_replacing(std::string& out, std::string_view s) {
+    for (std::size_t i = 0; i < s.size();) {
+        auto n = utf8_sequence_length(s, i);
+        if (n == 0) {
+            out.append(replacement_char);
+            i += invalid_span(s, i);
+        } else {
+            out.append(s.data() + i, n);
+            i += n;
+        }
+    }
+}
+
 void append_json_string(std::string& out, std::string_view s) {
     static constexpr char hex[] = "0123456789abcdef";
     out.push_back('"');

@@ -57,8 +57,9 @@ constexpr std::uint8_t serial_version = 1;
 }  // namespace
 
 std::string_view to_string(record_kind kind) noexcept {
+    // 0 is no kind either: every encoder names the kind, so it must never come out empty.
     auto i = static_cast<std::size_t>(kind);
-    return i < kind_names.size() ? kind_names[i] : std::string_view{"unknown"};
+    return i >= 1 && i < kind_names.size() ? kind_names[i] : std::string_view{"unknown"};
 }
 
 std::optional<record_kind> record_kind_from_string(std::string_view name) noexcept {

@@ -108,6 +108,7 @@ class HttpReceiver(Receiver):
         self.replies = list(replies or [])
         self.bodies = []
         self.requests = []
+        self.times = []  # time.monotonic() at each request's arrival
         super().__init__(**kw)
 
     def handle(self, conn):
@@ -134,6 +135,7 @@ class HttpReceiver(Receiver):
             body, buf = buf[:length], buf[length:]
             with self.lock:
                 self.requests.append((lines[0], headers))
+                self.times.append(time.monotonic())
                 status, extra = self.replies.pop(0) if self.replies else (200, {})
                 if 200 <= status < 300:
                     self.bodies.append(json.loads(body))

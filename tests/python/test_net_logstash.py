@@ -158,3 +158,67 @@ def test_salt_call_return_fastret_logstash(pki, minion_env):
     assert doc["host"]["name"] == minion_env.minion_id
     assert doc["event"]["category"] == ["configuration"]
     assert doc["event"]["duration"] >= 0
+
+
+# Retry-After as an HTTP date (RFC 9110 10.2.3, the three forms of 5.6.7). The server's own
+# Date is a fixed moment in 1994: the wait is Retry-After minus Date (2 s), whatever the local
+# clock says.
+@pytest.mark.parametrize("status,retry_after", [
+    (429, "Sun, 06 Nov 1994 08:49:39 GMT"),       # IMF-fixdate
+    (503, "Sunday, 06-Nov-94 08:49:39 GMT"),      # obsolete RFC 850 form
+    (503, "Sun Nov  6 08:49:39 1994"),            # obsolete asctime form
+])
+def test_http_retry_after_date_relative_to_server_date(tmp_path, status, retry_after):
+    srv = HttpReceiver(replies=[(status, {"Date": "Sun, 06 Nov 1994 08:49:37 GMT",
+                                          "Retry-After": retry_after})])
+    jid = new_jid()
+    report = run_sink(tmp_path, {"protocol": "http", "host": "127.0.0.1", "port": srv.port},
+                      [{"records": [rec(jid)], "wait": 0.1}, {"flush": 15}], sink_type="logstash")
+    srv.close()
+    assert report["delivered"][-1] is True, report
+    assert len(srv.times) == 2
+    gap = srv.times[1] - srv.times[0]
+    assert 2.0 <= gap < 3.5, gap  # the backoff alone is at most 0.3 s here
+    assert [d["salt"]["jid"] for d in srv.all_docs()] == [jid]
+
+
+def test_http_retry_after_date_without_server_date(tmp_path):
+    from email.utils import formatdate
+    # In the past: no extra wait, the runtime's backoff (50..300 ms here) alone.
+    srv = HttpReceiver(replies=[(503, {"Retry-After": "Sun, 06 Nov 1994 08:49:37 GMT"})])
+    report = run_sink(tmp_path, {"protocol": "http", "host": "127.0.0.1", "port": srv.port},
+                      [{"records": [rec(new_jid())], "wait": 0.1}, {"flush": 15}],
+                      sink_type="logstash")
+    srv.close()
+    assert report["delivered"][-1] is True, report
+    assert srv.times[1] - srv.times[0] < 1.0
+    # Two seconds ahead of the local clock (whole seconds: 1..3 s from now).
+    srv = HttpReceiver(replies=[(503, {"Retry-After": formatdate(time.time() + 2, usegmt=True)})])
+    report = run_sink(tmp_path, {"protocol": "http", "host": "127.0.0.1", "port": srv.port},
+                      [{"records": [rec(new_jid())], "wait": 0.1}, {"flush": 15}],
+                      sink_type="logstash")
+    srv.close()
+    assert report["delivered"][-1] is True, report
+    assert 0.9 <= srv.times[1] - srv.times[0] < 3.5
+
+
+# Name resolution runs off the I/O thread under connect_timeout_ms (net/connection.cpp).
+def test_names_resolve_and_unresolvable_names_keep_records_spooled(tmp_path):
+    srv = HttpReceiver()
+    jid = new_jid()
+    report = run_sink(tmp_path, {"protocol": "http", "host": "localhost", "port": srv.port},
+                      [{"records": [rec(jid)], "wait": 10}], sink_type="logstash")
+    srv.close()
+    assert report["delivered"] == [True], report
+    assert [d["salt"]["jid"] for d in srv.all_docs()] == [jid]
+
+    t0 = time.monotonic()
+    report = run_sink(tmp_path, {"protocol": "http", "host": "no-such-host.invalid", "port": 9,
+                                 "connect_timeout_ms": 2000},
+                      [{"records": [rec(new_jid()) for _ in range(3)], "wait": 1}],
+                      sink_type="logstash", spool=True, close_timeout=0.5)
+    assert time.monotonic() - t0 < 20
+    assert report["delivered"] == [False], report
+    st = report["stats"][0]
+    assert st["spooled"] == 3 and st["delivered"] == 0 and st["retried"] >= 1
+    assert "cannot resolve no-such-host.invalid" in st["last_error"], st

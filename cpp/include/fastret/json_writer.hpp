@@ -168,6 +168,11 @@ private:
 // True if `s` is valid UTF-8.
 bool is_valid_utf8(std::string_view s) noexcept;
 
+// Appends `s` with each maximal ill-formed UTF-8 subpart replaced by one U+FFFD (as JSON
+// strings are written, and as Python's decode(errors="replace") reads), so that every encoder
+// replaces bad bytes alike.
+void append_utf8_replacing(std::string& out, std::string_view s);
+
 // Marker objects written in place of data that was cut. Stable names so that a reader can
 // find every cut with one query.
 inline constexpr std::string_view truncation_marker_key = "__fastret_truncated__";

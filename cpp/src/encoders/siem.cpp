@@ -155,9 +155,16 @@ std::optional<std::string_view> json_member(std::string_view object, std::string
     return found;
 }
 
+// Milliseconds to nanoseconds; nullopt when that is outside int64 (llround is undefined there).
+std::optional<std::int64_t> ms_to_ns(double ms) {
+    const double ns = std::round(ms * 1e6);
+    if (!(ns >= -9223372036854775808.0 && ns < 9223372036854775808.0)) return std::nullopt;
+    return static_cast<std::int64_t>(ns);
+}
+
 std::optional<std::int64_t> payload_duration_ns(std::string_view payload) {
     if (auto d = json_member(payload, "duration"))
-        if (auto ms = as_number(*d)) return static_cast<std::int64_t>(std::llround(*ms * 1e6));
+        if (auto ms = as_number(*d)) return ms_to_ns(*ms);
     auto ret = json_member(payload, "return");
     if (!ret) return std::nullopt;
     double total = 0;
@@ -172,7 +179,7 @@ std::optional<std::int64_t> payload_duration_ns(std::string_view payload) {
         return true;
     });
     if (!any) return std::nullopt;
-    return static_cast<std::int64_t>(std::llround(total * 1e6));
+    return ms_to_ns(total);
 }
 
 void encode_ecs(const record& r, std::string& out) {
@@ -264,7 +271,14 @@ void encode_gelf(const record& r, std::string& out) {
 
 namespace {
 
+// Header field: valid UTF-8 (ill-formed subparts as U+FFFD), '\' and '|' escaped, CR, LF
+// and NUL as spaces (the header has no escape for them).
 void cef_header(std::string& out, std::string_view v) {
+    std::string clean;
+    if (!is_valid_utf8(v)) {
+        append_utf8_replacing(clean, v);
+        v = clean;
+    }
     for (char c : v) {
         if (c == '\\' || c == '|') out.push_back('\\');
         if (c == '\r' || c == '\n' || c == '\0') c = ' ';
@@ -272,34 +286,22 @@ void cef_header(std::string& out, std::string_view v) {
     }
 }
 
-// Extension value: valid UTF-8 (invalid bytes become U+FFFD), '\', '=' and CR/LF escaped.
+// Extension value: valid UTF-8 (ill-formed subparts as U+FFFD), '\', '=' and CR/LF escaped.
+// NUL has no CEF escape ("\u0000" would read as text): it becomes U+FFFD.
 void cef_value(std::string& out, std::string_view v) {
-    // Invalid UTF-8: every byte above 0x7F becomes U+FFFD (rare; keeps the line valid).
-    if (is_valid_utf8(v)) {
-        for (char c : v) {
-            switch (c) {
-                case '\\': out.append("\\\\"); break;
-                case '=': out.append("\\="); break;
-                case '\n': out.append("\\n"); break;
-                case '\r': out.append("\\r"); break;
-                case '\0': out.append("\\u0000"); break;
-                default: out.push_back(c);
-            }
-        }
-        return;
+    std::string clean;
+    if (!is_valid_utf8(v)) {
+        append_utf8_replacing(clean, v);
+        v = clean;
     }
-    for (unsigned char c : v) {
-        if (c >= 0x80) {
-            out.append("\xEF\xBF\xBD");
-            continue;
-        }
+    for (char c : v) {
         switch (c) {
             case '\\': out.append("\\\\"); break;
             case '=': out.append("\\="); break;
             case '\n': out.append("\\n"); break;
             case '\r': out.append("\\r"); break;
-            case '\0': out.append("\\u0000"); break;
-            default: out.push_back(static_cast<char>(c));
+            case '\0': out.append("\xEF\xBF\xBD"); break;
+            default: out.push_back(c);
         }
     }
 }
@@ -323,7 +325,8 @@ void encode_cef(const record& r, std::string& out) {
     out.push_back('|');
     out.push_back(r.success == 1 ? '3' : r.success == 0 ? '7' : '5');
     out.append("|rt=");
-    append_int(out, r.ts_us >= 0 ? r.ts_us / 1000 : -((-r.ts_us + 999) / 1000));
+    // milliseconds, rounded down (before the epoch too; -ts_us would overflow at INT64_MIN)
+    append_int(out, r.ts_us / 1000 - (r.ts_us % 1000 < 0 ? 1 : 0));
     cef_ext(out, "dhost", r.minion);
     cef_ext(out, "act", r.fun);
     cef_ext(out, "outcome", outcome_of(r));

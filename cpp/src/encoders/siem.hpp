@@ -13,7 +13,7 @@
 //   function -> ["host"]/["info"]; anything else -> ["process"]/["info"].
 //   event.duration (nanoseconds): the payload's top-level "duration" (milliseconds, as Salt
 //   writes it), else the sum of the "duration" of each state in the payload's "return"
-//   mapping; absent when neither exists. user.name: the payload's top-level "user" string
+//   mapping; absent when neither exists or the value does not fit int64 nanoseconds. user.name: the payload's top-level "user" string
 //   (publish loads and job events carry it); absent otherwise. Empty strings are omitted.
 // GELF 1.1: version, host (minion or "-"), short_message, full_message (the payload),
 //   timestamp (seconds with microseconds), level (syslog severity: 6, 3 when success is
@@ -21,7 +21,8 @@
 // CEF:0|SaltStack|fastret|1.0|<kind>|<fun, else tag, else kind>|<severity 3 ok, 7 failed,
 //   5 unknown>|rt=<ms> dhost=<minion> act=<fun> outcome=<..> externalId=<record id>
 //   cs1Label=jid cs1=<jid> cs2Label=tag cs2=<tag> cn1Label=retcode cn1=<n> msg=<payload>
-//   Header fields escape '\' and '|', extension values '\', '=' and CR/LF (as \r, \n).
+//   Header fields escape '\' and '|' (CR, LF, NUL become spaces), extension values '\', '='
+//   and CR/LF (as \r, \n; NUL becomes U+FFFD); ill-formed UTF-8 becomes U+FFFD everywhere.
 #pragma once
 
 #include <optional>

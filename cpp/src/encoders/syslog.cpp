@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "encoders/json_lines.hpp"
+#include "fastret/json_writer.hpp"
 
 namespace fastret {
 
@@ -116,6 +117,15 @@ void rfc5424_sd_open(std::string& out, const record& rec) {
 constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
+// TAG and PID of RFC 3164: PRINTUSASCII without the bytes that delimit them (':', '[', ']'),
+// so that a reader finds where each ends; other bytes are left out.
+std::string rfc3164_token(std::string_view value, std::size_t max) {
+    std::string t;
+    for (char c : value)
+        if (c > 32 && c < 127 && c != ':' && c != '[' && c != ']' && t.size() < max) t.push_back(c);
+    return t;
+}
+
 // "<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: "
 void rfc3164_header(std::string& out, const record& rec, const syslog_format& f) {
     out.push_back('<');
@@ -133,14 +143,12 @@ void rfc3164_header(std::string& out, const record& rec, const syslog_format& f)
     std::string host = hostname_of(rec, f);
     out.append(host == "-" ? "localhost" : host);
     out.push_back(' ');
-    std::string tag;
-    for (char c : f.app_name)
-        if (c > 32 && c < 127 && c != ':' && c != '[' && c != ']' && tag.size() < 32)
-            tag.push_back(c);
+    std::string tag = rfc3164_token(f.app_name, 32);
     out.append(tag.empty() ? "salt" : tag);
-    if (f.procid != "-" && !f.procid.empty()) {
+    std::string pid = f.procid == "-" ? std::string() : rfc3164_token(f.procid, 128);
+    if (!pid.empty()) {
         out.push_back('[');
-        out.append(syslog_header_field(f.procid, 128));
+        out.append(pid);
         out.push_back(']');
     }
     out.append(": ");
@@ -160,34 +168,32 @@ std::string syslog_header_field(std::string_view value, std::size_t max) {
 }
 
 void append_sd_value(std::string& out, std::string_view v) {
-    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
-    std::size_t i = 0, written = 0;
-    while (i < v.size()) {
+    std::string clean;
+    if (!is_valid_utf8(v)) {
+        append_utf8_replacing(clean, v);
+        v = clean;
+    }
+    std::size_t written = 0;
+    for (std::size_t i = 0; i < v.size(); ++written) {
         if (written >= sd_value_max) {
             out.append("...");
             return;
         }
-        unsigned char c = p[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7F) {
-                out.append("\xEF\xBF\xBD");
-            } else {
-                if (c == '"' || c == '\\' || c == ']') out.push_back('\\');
-                out.push_back(static_cast<char>(c));
-            }
-            ++i;
-            ++written;
-            continue;
-        }
-        std::size_t n = utf8_seq_len(p + i, v.size() - i);
-        if (n == 0) {
-            out.append("\xEF\xBF\xBD");
-            ++i;
-        } else {
+        const auto c = static_cast<unsigned char>(v[i]);
+        if (c >= 0x80) {  // well-formed here: copy the whole sequence
+            const std::size_t n = utf8_seq_len(reinterpret_cast<const unsigned char*>(v.data()) + i,
+                                               v.size() - i);
             out.append(v.substr(i, n));
             i += n;
+            continue;
         }
-        ++written;
+        if (c < 0x20 || c == 0x7F) {
+            out.append("\xEF\xBF\xBD");
+        } else {
+            if (c == '"' || c == '\\' || c == ']') out.push_back('\\');
+            out.push_back(static_cast<char>(c));
+        }
+        ++i;
     }
 }
 

@@ -7,9 +7,9 @@
 // MSG is the record's payload (JSON; raw CR/LF, only possible as JSON whitespace, become
 // spaces). Header fields keep to PRINTUSASCII (other bytes become '_') and their RFC lengths
 // (HOSTNAME 255, APP-NAME 48, PROCID 128, MSGID 32); an empty field is "-". SD-PARAM values
-// escape '"', '\' and ']' with a backslash; invalid UTF-8 and control characters become
-// U+FFFD; a value longer than 128 bytes is cut and ends with "...". 32473 is the example
-// enterprise number of RFC 5612 (documentation use).
+// escape '"', '\' and ']' with a backslash; each maximal ill-formed UTF-8 subpart and each
+// control character becomes U+FFFD; a value longer than 128 characters is cut to 128 and
+// ends with "...". 32473 is the example enterprise number of RFC 5612 (documentation use).
 //
 // A message longer than max_bytes is never cut silently: with split, MSG is divided into
 // parts (at UTF-8 boundaries), each a complete message with part="i/n" in its structured
@@ -17,8 +17,9 @@
 // structured data (RFC 3164: MSG ends with " [fastret: truncated, N bytes]").
 //
 // RFC 3164 message: <PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PROCID]: MSG, time in UTC, TAG at most
-// 32 characters; MSG is the record as one JSON line (the json_lines encoding), since 3164 has
-// no structured data.
+// 32 characters; TAG and PROCID keep only PRINTUSASCII other than ':', '[' and ']' (the bytes
+// that end them), and "[PROCID]" is left out when that leaves nothing; MSG is the record as
+// one JSON line (the json_lines encoding), since 3164 has no structured data.
 #pragma once
 
 #include <cstdint>

@@ -4,6 +4,7 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -21,7 +22,9 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <mutex>
 #include <optional>
+#include <vector>
 
 namespace fastret::net {
 
@@ -46,8 +49,69 @@ bool is_stream(transport t) noexcept {
     return t == transport::tcp || t == transport::tls || t == transport::unix_stream;
 }
 
+namespace {
+
+// One name lookup. Boost.Asio runs getaddrinfo on the resolver's own background thread, so
+// the caller only waits on `io` with a deadline; a lookup that outlives the deadline stays
+// here and the next open() waits for that same lookup again instead of starting another.
+struct name_lookup {
+    asio::io_context io;  // default hint: the resolver's thread posts the completion here
+    tcp::resolver resolver{io};
+    bool done = false;
+    error_code ec;
+    std::vector<asio::ip::address> addrs;
+};
+
+// Lookups still running when their connection went away. Destroying one joins the resolver's
+// thread, which would block until getaddrinfo returns; they are kept here and freed by a later
+// lookup once finished. Never destroyed at exit (a static's destructor would join there).
+// The lock is only tried: in a child forked while another thread held it, waiting would hang,
+// and both uses can do without (reaping is opportunistic; an unparkable lookup is leaked).
+struct parked_lookups {
+    std::mutex mu;
+    std::vector<std::unique_ptr<name_lookup>> list;
+    pid_t pid = ::getpid();
+
+    static parked_lookups& get() {
+        static auto* p = new parked_lookups;
+        return *p;
+    }
+    void park(std::unique_ptr<name_lookup> l) {
+        std::unique_lock lock(mu, std::try_to_lock);
+        if (lock && pid == ::getpid()) list.push_back(std::move(l));
+        else (void)l.release();  // see above: leaked on purpose
+    }
+    void reap() {
+        std::vector<std::unique_ptr<name_lookup>> finished;
+        std::unique_lock lock(mu, std::try_to_lock);
+        if (!lock) return;
+        if (pid != ::getpid()) {
+            // A forked child: the resolver threads of these lookups do not exist here, so
+            // they never finish and touching them could hang. Leaked on purpose.
+            for (auto& l : list) (void)l.release();
+            list.clear();
+            pid = ::getpid();
+            return;
+        }
+        for (auto it = list.begin(); it != list.end();) {
+            (*it)->io.poll();  // runs the completion if getaddrinfo has returned
+            if ((*it)->done) {
+                finished.push_back(std::move(*it));
+                it = list.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        lock.unlock();
+        // destroyed here, outside the lock: their threads are idle, joining is immediate
+    }
+};
+
+}  // namespace
+
 struct connection::impl {
     asio::io_context io{1};
+    std::unique_ptr<name_lookup> lookup;
     asio::steady_timer timer{io};
     std::shared_ptr<ssl::context> ctx;
     std::optional<tcp::socket> tcp_sock;
@@ -100,7 +164,10 @@ connection::connection(endpoint_config cfg, const std::string& owner)
     if (cfg_.kind == transport::tls) impl_->ctx = make_client_context(cfg_.tls, owner);
 }
 
-connection::~connection() { close(); }
+connection::~connection() {
+    close();
+    if (impl_->lookup && !impl_->lookup->done) parked_lookups::get().park(std::move(impl_->lookup));
+}
 
 bool connection::is_open() const noexcept { return impl_->open; }
 
@@ -173,6 +240,41 @@ std::string ssl_error_text(const error_code& ec) {
 
 }  // namespace
 
+namespace {
+
+// Looks cfg.host up (see name_lookup); `lookup` carries a lookup over from an earlier call.
+net_error resolve(std::unique_ptr<name_lookup>& lookup, const endpoint_config& cfg,
+                  const std::string& where, std::vector<asio::ip::address>& addrs) {
+    parked_lookups::get().reap();
+    if (!lookup) {
+        lookup = std::make_unique<name_lookup>();
+        name_lookup* l = lookup.get();
+        l->resolver.async_resolve(
+            cfg.host, std::to_string(cfg.port),
+            [l](const error_code& e, const tcp::resolver::results_type& res) {
+                l->done = true;
+                l->ec = e;
+                for (const auto& r : res) l->addrs.push_back(r.endpoint().address());
+            });
+    }
+    // A lookup left over from an earlier open() that timed out is waited for again, not
+    // started anew: a stalled resolver then costs one pending getaddrinfo, not one per retry.
+    lookup->io.run_for(cfg.connect_timeout);
+    if (!lookup->done)
+        return {net_errc::timeout,
+                fmt::format("{}: cannot resolve {}: no answer within {} ms (connect_timeout_ms)",
+                            where, cfg.host, cfg.connect_timeout.count())};
+    auto l = std::move(lookup);  // answered: the next open() asks again (addresses change)
+    if (l->ec || l->addrs.empty())
+        return {net_errc::unreachable,
+                fmt::format("{}: cannot resolve {}: {}", where, cfg.host,
+                            l->ec ? l->ec.message() : std::string("no address"))};
+    addrs = std::move(l->addrs);
+    return {};
+}
+
+}  // namespace
+
 net_error connection::open() {
     if (impl_->open) return {};
     close();
@@ -209,23 +311,17 @@ net_error connection::open() {
         return {};
     }
 
-    // Resolve: IP literals need no lookup; names are resolved synchronously through
-    // getaddrinfo (bounded by the system resolver's own timeouts; localhost comes from
-    // /etc/hosts).
+    // Resolve: IP literals need no lookup; names are looked up off this thread (Boost.Asio's
+    // resolver runs getaddrinfo on a thread of its own) under the connect deadline, so a slow
+    // or dead DNS server cannot hold the runtime's I/O thread longer than connect_timeout.
     std::vector<asio::ip::address> addrs;
     {
         auto a = asio::ip::make_address(cfg_.host, ec);
         if (!ec) {
             addrs.push_back(a);
-        } else {
-            tcp::resolver r(im.io);
-            auto res = r.resolve(cfg_.host, std::to_string(cfg_.port), ec);
-            if (ec) {
-                close();
-                return {net_errc::unreachable,
-                        fmt::format("{}: cannot resolve {}: {}", where, cfg_.host, ec.message())};
-            }
-            for (const auto& e : res) addrs.push_back(e.endpoint().address());
+        } else if (auto e = resolve(im.lookup, cfg_, where, addrs)) {
+            close();
+            return e;
         }
     }
 

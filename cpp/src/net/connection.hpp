@@ -32,7 +32,8 @@ struct endpoint_config {
     std::string host = "localhost";
     std::uint16_t port = 0;
     std::string path;  // unix sockets
-    std::chrono::milliseconds connect_timeout{5000};  // TCP connect + TLS handshake, each
+    // Name lookup (IP literals need none), TCP connect, TLS handshake: each within this.
+    std::chrono::milliseconds connect_timeout{5000};
     std::chrono::milliseconds io_timeout{10000};      // each write, each read
     tls_config tls;
 };

@@ -7,7 +7,9 @@
 // the peer closed or reset the connection and reconnects).
 // protocol http/https: the batch is one POST of a JSON array (the http input's json codec
 // makes one event per element) over a kept-alive HTTP/1.1 connection; ok means a 2xx reply.
-// Replies: 408, 429, 5xx -> retry (Retry-After in seconds honoured); 401, 403 -> fatal
+// Replies: 408, 429, 5xx -> retry (Retry-After honoured, as delta-seconds or as an HTTP date
+// in any of the three forms of RFC 9110, a date taken relative to the reply's Date header;
+// at most an hour, a past date means no extra wait: net/http_date.hpp); 401, 403 -> fatal
 // (credentials); 404 -> fatal (wrong path); 400, 413 and other 4xx -> drop (the batch itself
 // is refused); a connection that was kept alive and turns out closed is reopened once at once.
 #include "sinks/logstash_sink.hpp"
@@ -22,6 +24,7 @@
 #include "encoders/json_lines.hpp"
 #include "encoders/siem.hpp"
 #include "net/connection.hpp"
+#include "net/http_date.hpp"
 
 namespace fastret {
 
@@ -50,7 +53,7 @@ const std::vector<option_spec>& logstash_sink_options() {
             {"http_token", T::string, "", false, INT64_MIN, INT64_MAX, {},
              "bearer token sent as Authorization: Bearer <token>", true},
             {"connect_timeout_ms", T::integer, "5000", false, 1, 600000, {},
-             "deadline of the TCP connect and of the TLS handshake, each"},
+             "deadline of the host name lookup, of the TCP connect and of the TLS handshake, each"},
             {"write_timeout_ms", T::integer, "10000", false, 1, 3600000, {},
              "deadline of each write and of each read of the HTTP reply"},
         };
@@ -230,6 +233,7 @@ private:
         std::from_chars(status_line.data() + 9, status_line.data() + 12, r.status);
         if (status_line.starts_with("HTTP/1.0")) r.close = true;
         std::optional<std::size_t> length;
+        std::optional<std::string_view> retry_after, date;
         bool chunked = false;
         std::size_t pos = eol == std::string_view::npos ? head.size() : eol + 2;
         while (pos < head.size()) {
@@ -249,11 +253,15 @@ private:
             } else if (iequals(name, "connection")) {
                 if (iequals(value, "close")) r.close = true;
             } else if (iequals(name, "retry-after")) {
-                long long secs = 0;
-                auto res = std::from_chars(value.data(), value.data() + value.size(), secs);
-                if (res.ec == std::errc() && secs > 0) r.retry_after = std::chrono::seconds(secs);
+                retry_after = value;
+            } else if (iequals(name, "date")) {
+                date = value;
             }
         }
+        if (retry_after)
+            if (auto wait = net::parse_retry_after(*retry_after, date,
+                                                   std::chrono::system_clock::now()))
+                r.retry_after = *wait;
         std::string rest = in_.substr(hdr_end + 4);
         if (r.status == 204 || r.status == 304 || (r.status >= 100 && r.status < 200)) return {};
         if (chunked) {

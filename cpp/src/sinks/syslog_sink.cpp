@@ -69,7 +69,7 @@ const std::vector<option_spec>& syslog_sink_options() {
              "a longer message is split into parts (part=\"i/n\") or truncated "
              "(truncated=\"<bytes>\"), never cut silently"},
             {"connect_timeout_ms", T::integer, "5000", false, 1, 600000, {},
-             "deadline of the TCP connect and of the TLS handshake, each"},
+             "deadline of the host name lookup, of the TCP connect and of the TLS handshake, each"},
             {"write_timeout_ms", T::integer, "10000", false, 1, 3600000, {},
              "deadline of each batch's write; a peer that does not read fails the batch "
              "(retried later, kept in the spool)"},
