@@ -266,7 +266,11 @@ TEST_CASE("file sink: concurrent processes rotating one file keep every line who
                     std::vector<record> batch;
                     for (int i = 0; i < per_batch; ++i)
                         batch.push_back(rec(100000 * (p + 1) + b * per_batch + i));
-                    if (s->write(batch).status != write_status::ok) rc = 1;
+                    // retry is what the runtime would do with a batch sent back
+                    auto st = s->write(batch).status;
+                    for (int again = 0; st == write_status::retry && again < 5; ++again)
+                        st = s->write(batch).status;
+                    if (st != write_status::ok) rc = 1;
                 }
                 s->close();
             }
@@ -527,7 +531,11 @@ TEST_CASE("file sink chain: processes appending to one file keep one unbroken ch
                     std::vector<record> batch;
                     for (int i = 0; i < per_batch; ++i)
                         batch.push_back(rec(100000 * (p + 1) + b * per_batch + i));
-                    if (s->write(batch).status != write_status::ok) rc = 1;
+                    // retry is what the runtime would do with a batch sent back
+                    auto st = s->write(batch).status;
+                    for (int again = 0; st == write_status::retry && again < 5; ++again)
+                        st = s->write(batch).status;
+                    if (st != write_status::ok) rc = 1;
                 }
                 s->close();
             }

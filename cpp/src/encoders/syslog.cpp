@@ -173,11 +173,25 @@ void append_sd_value(std::string& out, std::string_view v) {
         append_utf8_replacing(clean, v);
         v = clean;
     }
-    std::size_t written = 0;
+    std::size_t written = 0;  // characters
     for (std::size_t i = 0; i < v.size(); ++written) {
         if (written >= sd_value_max) {
             out.append("...");
             return;
+        }
+        // A run of printable ASCII that needs no escape is copied at once.
+        std::size_t j = i;
+        const std::size_t run_end = std::min(v.size(), i + (sd_value_max - written));
+        while (j < run_end) {
+            const auto b = static_cast<unsigned char>(v[j]);
+            if (b < 0x20 || b >= 0x7F || b == '"' || b == '\\' || b == ']') break;
+            ++j;
+        }
+        if (j > i) {
+            out.append(v.data() + i, j - i);
+            written += j - i - 1;  // the loop adds the last one
+            i = j;
+            continue;
         }
         const auto c = static_cast<unsigned char>(v[i]);
         if (c >= 0x80) {  // well-formed here: copy the whole sequence
@@ -210,8 +224,10 @@ void frame_newline(std::string& out, std::string_view msg) {
 
 void encode_syslog(const record& rec, const syslog_format& f,
                    const std::function<void(std::string_view)>& emit) {
-    std::string head;
-    std::string body;
+    // Scratch buffers kept per thread: a record's message is built without allocating.
+    thread_local std::string head, body, one;
+    head.clear();
+    body.clear();
     if (f.rfc3164) {
         rfc3164_header(head, rec, f);
         encode_json_lines(std::span<const record>(&rec, 1), body);
@@ -231,7 +247,8 @@ void encode_syslog(const record& rec, const syslog_format& f,
 
     // Fits: one message.
     {
-        std::string msg = head;
+        std::string& msg = one;
+        msg.assign(head);
         finish(msg, {});
         if (msg.size() + body.size() <= f.max_bytes) {
             msg.append(body);

@@ -402,7 +402,9 @@ private:
         chain_lock held;
         std::uint64_t size = 0;
         for (int attempt = 0;; ++attempt) {
-            if (attempt >= 8)
+            // Each lap means another process rotated (made progress); only a storm of them
+            // sends the batch back to the runtime for a retry.
+            if (attempt >= 64)
                 return {write_status::retry,
                         prefix() + "the file keeps being rotated, giving up for now"};
             if (auto r = ensure_current(); r.status != write_status::ok) return r;
