@@ -863,6 +863,8 @@ struct spool::impl {
     bool holds(const std::string& name) const {
         for (const auto& s : segs)
             if (s->name == name) return true;
+        for (const auto& s : spares)
+            if (s->name == name) return true;
         return false;
     }
 
