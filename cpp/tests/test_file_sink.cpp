@@ -158,6 +158,36 @@ TEST_CASE("file sink: batches are appended as whole lines", "[file_sink]") {
     CHECK(lines.back() == line_of(rec(6)));
 }
 
+TEST_CASE("file sink: a line cut by a killed writer is ended before the next one", "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "out.jsonl";
+    {
+        auto s = make(path);
+        REQUIRE(put(*s, {rec(1), rec(2)}).status == write_status::ok);
+        s->close();
+    }
+    const std::string cut = line_of(rec(3)).substr(0, 20);  // no '\n': the write was cut
+    {
+        std::ofstream f(path, std::ios::binary | std::ios::app);
+        f << cut;
+    }
+    auto s = make(path);  // the next process
+    REQUIRE(put(*s, {rec(4), rec(5)}).status == write_status::ok);
+    auto lines = read_lines(path);
+    REQUIRE(lines.size() == 5);
+    CHECK(lines[0] == line_of(rec(1)));
+    CHECK(lines[1] == line_of(rec(2)));
+    CHECK(lines[2] == cut);  // left as it is, on its own line
+    CHECK(lines[3] == line_of(rec(4)));
+    CHECK(lines[4] == line_of(rec(5)));
+    // A file that ends with a whole line gets no extra one.
+    auto s2 = make(path);
+    REQUIRE(put(*s2, {rec(6)}).status == write_status::ok);
+    lines = read_lines(path);
+    REQUIRE(lines.size() == 6);
+    CHECK(lines[5] == line_of(rec(6)));
+}
+
 TEST_CASE("file sink: rotation keeps the configured number of backups newest first", "[file_sink]") {
     temp_dir dir;
     const std::string path = dir / "rot.jsonl";

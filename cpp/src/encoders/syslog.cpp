@@ -82,15 +82,20 @@ void rfc5424_header(std::string& out, const record& rec, const syslog_format& f)
     out.push_back('<');
     append_uint(out, static_cast<std::uint64_t>(pri_of(rec, f)));
     out.append(">1 ");
-    out.append(format_rfc3339_us(rec.ts_us));
+    const std::size_t at = out.size();
+    out.resize(at + rfc3339_us_size);
+    write_rfc3339_us(rec.ts_us, out.data() + at);
     out.push_back(' ');
-    out.append(hostname_of(rec, f));
+    append_header_field(out, !f.hostname.empty() ? std::string_view(f.hostname)
+                             : !rec.minion.empty() ? std::string_view(rec.minion)
+                                                   : std::string_view(f.local_hostname),
+                        255);
     out.push_back(' ');
-    out.append(syslog_header_field(f.app_name, 48));
+    append_header_field(out, f.app_name, 48);
     out.push_back(' ');
-    out.append(syslog_header_field(f.procid, 128));
+    append_header_field(out, f.procid, 128);
     out.push_back(' ');
-    out.append(syslog_header_field(to_string(rec.kind), 32));
+    append_header_field(out, to_string(rec.kind), 32);
     out.push_back(' ');
 }
 
@@ -156,14 +161,21 @@ void rfc3164_header(std::string& out, const record& rec, const syslog_format& f)
 
 }  // namespace
 
+void append_header_field(std::string& out, std::string_view value, std::size_t max) {
+    const std::size_t n = std::min(value.size(), max);
+    if (n == 0) {
+        out.push_back('-');
+        return;
+    }
+    const std::size_t at = out.size();
+    out.append(value.data(), n);
+    for (std::size_t i = at; i < out.size(); ++i)
+        if (out[i] < 33 || out[i] > 126) out[i] = '_';
+}
+
 std::string syslog_header_field(std::string_view value, std::size_t max) {
     std::string out;
-    out.reserve(std::min(value.size(), max));
-    for (char c : value) {
-        if (out.size() >= max) break;
-        out.push_back(c >= 33 && c <= 126 ? c : '_');
-    }
-    if (out.empty()) out = "-";
+    append_header_field(out, value, max);
     return out;
 }
 

@@ -56,6 +56,8 @@ void frame_newline(std::string& out, std::string_view msg);
 
 // A header field restricted to PRINTUSASCII (33..126), at most `max` bytes, "-" when empty.
 std::string syslog_header_field(std::string_view value, std::size_t max);
+// The same, appended to `out`.
+void append_header_field(std::string& out, std::string_view value, std::size_t max);
 // Appends an SD-PARAM value (without quotes), escaped.
 void append_sd_value(std::string& out, std::string_view value);
 

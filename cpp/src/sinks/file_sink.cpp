@@ -558,7 +558,28 @@ private:
         dev_ = st.st_dev;
         ino_ = st.st_ino;
         regular_ = S_ISREG(st.st_mode);
+        // A file whose last line was cut (a writer killed in the middle of a write) gets its
+        // '\n' before the next line, so that this process's lines stay whole. (The chained
+        // path checks the tail under its lock instead.)
+        if (regular_ && st.st_size > 0 && s_.chain_key.empty() && ends_mid_line(fd, st.st_size))
+            partial_line_ = true;
         return write_result::success();
+    }
+
+    // Whether the last byte of the file open (write-only) as `fd` is not '\n'. The file is
+    // opened again read-only through /proc; false if that is not possible.
+    static bool ends_mid_line(int fd, off_t size) {
+        const std::string self = "/proc/self/fd/" + std::to_string(fd);
+        int rfd;
+        do rfd = ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
+        while (rfd < 0 && errno == EINTR);
+        if (rfd < 0) return false;
+        char last = '\n';
+        ssize_t n;
+        do n = ::pread(rfd, &last, 1, size - 1);
+        while (n < 0 && errno == EINTR);
+        ::close(rfd);
+        return n == 1 && last != '\n';
     }
 
     // mkdir -p of the parent directory.
