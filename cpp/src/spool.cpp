@@ -469,17 +469,18 @@ struct spool::impl {
     // fsyncs everything written since the last sync. Returns 0 or the first errno.
     int sync_all() {
         int first_err = 0;
-        for (auto& up : segs) {
-            segment& s = *up;
-            if (s.dirty && s.fd >= 0) {
-                if (::fdatasync(s.fd) != 0 && !first_err) first_err = errno;
-                s.dirty = false;
+        for (auto* list : {&segs, &spares})
+            for (auto& up : *list) {
+                segment& s = *up;
+                if (s.dirty && s.fd >= 0) {
+                    if (::fdatasync(s.fd) != 0 && !first_err) first_err = errno;
+                    s.dirty = false;
+                }
+                if (s.ack_dirty && s.ack_fd >= 0) {
+                    if (::fdatasync(s.ack_fd) != 0 && !first_err) first_err = errno;
+                    s.ack_dirty = false;
+                }
             }
-            if (s.ack_dirty && s.ack_fd >= 0) {
-                if (::fdatasync(s.ack_fd) != 0 && !first_err) first_err = errno;
-                s.ack_dirty = false;
-            }
-        }
         last_sync = std::chrono::steady_clock::now();
         return first_err;
     }
@@ -488,25 +489,34 @@ struct spool::impl {
     // are not held up by it: the descriptors are duplicated first (a segment may be retired
     // and its descriptor closed meanwhile). Returns with `lock` held.
     int sync_all_unlocked(std::unique_lock<std::mutex>& lock) {
+        // A duplicate shares the segment's flock: it is tracked like the segment's own
+        // descriptor, so that a child forked during the flush does not keep the lock.
         std::vector<int> fds;
-        for (auto& up : segs) {
-            segment& s = *up;
-            if (s.dirty && s.fd >= 0) {
-                if (const int d = ::fcntl(s.fd, F_DUPFD_CLOEXEC, 0); d >= 0) fds.push_back(d);
-                s.dirty = false;
+        auto dup_tracked = [&](int fd) {
+            if (const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0); d >= 0) {
+                track_locked_fd(d);
+                fds.push_back(d);
             }
-            if (s.ack_dirty && s.ack_fd >= 0) {
-                if (const int d = ::fcntl(s.ack_fd, F_DUPFD_CLOEXEC, 0); d >= 0) fds.push_back(d);
-                s.ack_dirty = false;
+        };
+        for (auto* list : {&segs, &spares})
+            for (auto& up : *list) {
+                segment& s = *up;
+                if (s.dirty && s.fd >= 0) {
+                    dup_tracked(s.fd);
+                    s.dirty = false;
+                }
+                if (s.ack_dirty && s.ack_fd >= 0) {
+                    dup_tracked(s.ack_fd);
+                    s.ack_dirty = false;
+                }
             }
-        }
         last_sync = std::chrono::steady_clock::now();
         if (fds.empty()) return 0;
         lock.unlock();
         int first_err = 0;
         for (int fd : fds) {
             if (::fdatasync(fd) != 0 && !first_err) first_err = errno;
-            ::close(fd);
+            close_locked_fd(fd);
         }
         lock.lock();
         return first_err;
@@ -553,19 +563,23 @@ struct spool::impl {
     // becomes a spare (while there is room for one), anything else is deleted.
     void retire_segment_at(std::size_t i) {
         segment* s = segs[i].get();
+        // Spares hold disk that counts against the cap of a directory other processes share:
+        // together at most a sixteenth of it.
+        std::uint64_t spare_bytes = s->file_size;
+        for (const auto& sp : spares) spare_bytes += sp->file_size;
         if (!s->own || !s->v2 || s == current || spares.size() >= kMaxSpares ||
-            s->file_size > opts.segment_bytes + kMaxBatchBytes + kFrameHeader) {
+            s->file_size > opts.segment_bytes + kMaxBatchBytes + kFrameHeader ||
+            spare_bytes > opts.max_bytes / 16) {
             delete_segment_at(i);
             return;
         }
         invalidate_window(s);
-        // Its ack file must say "all delivered" (a segment before an acknowledged position
-        // counts as delivered without its own ack file being written): a process killed while
-        // holding a spare must not make the next one deliver its frames again.
-        if (s->acked < s->end) {
-            s->acked = s->end;
-            write_ack(s);
-        }
+        // Its ack file must say "all delivered", whatever it said last (a segment before an
+        // acknowledged position counts as delivered without its own ack being written, and
+        // one acknowledged after it was sealed is retired before its ack is written): a
+        // process killed while holding a spare must not make the next one deliver it again.
+        s->acked = std::max(s->acked, s->end);
+        write_ack(s);
         spares.push_back(std::move(segs[i]));
         segs.erase(segs.begin() + static_cast<std::ptrdiff_t>(i));
     }
@@ -607,18 +621,11 @@ struct spool::impl {
             unsigned char marker[kFrameHeader];
             const std::uint32_t seed = segment_seed(name);
             store_end_marker(marker, seed);
-            // Its ack file (if it has one) is set back to "nothing delivered" and renamed
-            // along: rewriting 12 bytes in place is cheaper than deleting and creating a file.
-            unsigned char ack[12];
-            store_le64(ack, kHeaderSize);
-            store_le32(ack + 8, crc32c(std::string_view(reinterpret_cast<const char*>(ack), 8)));
+            // The marker goes first (and, with fsync batch, to disk): under the old name it
+            // is an invalid frame where the old name's ack file says all is delivered anyway.
             int rc = -1;
-            if (pwrite_all(seg->fd, marker, sizeof marker, kHeaderSize) == 0 &&
-                (seg->ack_fd < 0 || pwrite_all(seg->ack_fd, ack, sizeof ack, 0) == 0)) {
-                if (opts.fsync == fsync_policy::batch) {
-                    ::fdatasync(seg->fd);
-                    if (seg->ack_fd >= 0) ::fdatasync(seg->ack_fd);
-                }
+            if (pwrite_all(seg->fd, marker, sizeof marker, kHeaderSize) == 0) {
+                if (opts.fsync == fsync_policy::batch) ::fdatasync(seg->fd);
                 rc = ::renameat2(AT_FDCWD, path_of(old_name).c_str(), AT_FDCWD, path_of(name).c_str(),
                                  RENAME_NOREPLACE);
             }
@@ -630,16 +637,24 @@ struct spool::impl {
                 sub_used(seg->file_size);
                 continue;
             }
-            // The ack file follows the segment (a crash in between leaves an ack file without
-            // segment, cleaned up by the next adoption; it said "nothing delivered" anyway).
+            if (opts.fsync == fsync_policy::batch) fsync_dir();
+            // Then its ack file (if it has one) is set back to "nothing delivered" and renamed
+            // along, rewriting 12 bytes in place being cheaper than deleting and creating a
+            // file. A crash in between leaves an ack file without its segment, which the next
+            // adoption deletes; the new name without an ack file reads from its start, where
+            // the marker is.
             int ack_fd = seg->ack_fd;
             seg->ack_fd = -1;
-            if (ack_fd >= 0 && ::rename(path_of(ack_name_of(old_name)).c_str(),
-                                        path_of(ack_name_of(name)).c_str()) != 0) {
-                close_fd(ack_fd);
-                ::unlink(path_of(ack_name_of(old_name)).c_str());
+            if (ack_fd >= 0) {
+                unsigned char ack[12];
+                store_le64(ack, kHeaderSize);
+                store_le32(ack + 8, crc32c(std::string_view(reinterpret_cast<const char*>(ack), 8)));
+                if (pwrite_all(ack_fd, ack, sizeof ack, 0) != 0 ||
+                    ::rename(path_of(ack_name_of(old_name)).c_str(), path_of(ack_name_of(name)).c_str()) != 0) {
+                    close_fd(ack_fd);
+                    ::unlink(path_of(ack_name_of(old_name)).c_str());
+                }
             }
-            if (opts.fsync == fsync_policy::batch) fsync_dir();
             const std::uint64_t file_size = std::max(seg->file_size, kHeaderSize + kFrameHeader);
             bytes_used += file_size - seg->file_size;
             const std::uint64_t allocated = std::max(seg->allocated, file_size);
@@ -1065,6 +1080,18 @@ struct spool::impl {
         return true;
     }
 
+    // A reused segment that holds no frame yet still has the old file's size: cut it to its
+    // header and end marker (at the cap, where those bytes are wanted back).
+    void shrink_empty_current() {
+        segment* s = current;
+        if (!s || s->end != kHeaderSize || s->file_size <= kHeaderSize + kFrameHeader) return;
+        if (::ftruncate(s->fd, static_cast<off_t>(kHeaderSize + kFrameHeader)) != 0) return;
+        sub_used(s->file_size - (kHeaderSize + kFrameHeader));
+        s->file_size = kHeaderSize + kFrameHeader;
+        s->allocated = std::min(s->allocated, s->file_size);
+        invalidate_window(s);
+    }
+
     // Makes room for `frame` bytes (plus a segment header if there is no current segment).
     // false: the frame cannot be written (the caller rejects it and the rest).
     bool make_room(std::uint64_t frame, pending_batch& b, std::size_t& committed, bool& rescanned,
@@ -1084,6 +1111,7 @@ struct spool::impl {
         // segments kept for reuse are spare: free them.
         if (current && current->acked >= current->end && current->end > kHeaderSize) seal_current();
         if (!spares.empty()) delete_spares();
+        shrink_empty_current();
         if (fits()) return true;
         if (opts.full_policy != spool_full_policy::drop_oldest) return false;
         while (!fits()) {

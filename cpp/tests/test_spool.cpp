@@ -1092,3 +1092,48 @@ TEST_CASE("delivered segment files are reused under new names without showing ol
     CHECK(backlog.frames == 7);
     CHECK(backlog.bytes == 7 * (8 + 40));
 }
+
+TEST_CASE("a segment acknowledged after it was sealed is kept for reuse with an ack file that "
+          "says so", "[spool]") {
+    temp_dir d;
+    auto o = opts_for(d.path);
+    o.segment_bytes = 8 + 10 * 48 + 8;  // ten 40-byte frames per segment
+    spool sp(o);
+    append(sp, payloads(0, 10, 40));
+    auto got = sp.read(100, 1 << 20);  // the worker has all of the first segment
+    REQUIRE(got.size() == 10);
+    append(sp, payloads(10, 11, 40));  // seals it, starts the second
+    sp.ack(got.back().end);            // acknowledged now: it becomes a spare
+    CHECK(files_with_ext(d.path, ".seg").size() == 2);
+    // Another process (a job-cache read, `fastret spool status`) and the next one after a
+    // kill see only the frame not acknowledged.
+    CHECK(fastret::backlog_of(d.path).frames == 1);
+    temp_dir copy;
+    for (const auto& e : fs::directory_iterator(d.path)) fs::copy_file(e.path(), copy.path / e.path().filename());
+    spool next_process(opts_for(copy.path));
+    auto again = read_all(next_process);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].payload == payload(10, 40));
+}
+
+TEST_CASE("spare segments are bounded by a sixteenth of the cap and an empty reused segment "
+          "gives its bytes back at the cap", "[spool]") {
+    temp_dir d;
+    auto o = opts_for(d.path);
+    o.segment_bytes = 8 + 10 * 48 + 8;
+    o.max_bytes = 16 * 1024;  // a sixteenth: two spare segments of 496 bytes
+    o.full_policy = fastret::spool_full_policy::reject_new;
+    spool sp(o);
+    for (std::size_t i = 0; i < 60; i += 10) append(sp, payloads(i, i + 10, 40));  // six segments
+    auto got = read_all(sp);
+    REQUIRE(got.size() == 60);
+    sp.ack(got.back().end);
+    append(sp, payloads(60, 61, 40));  // the full current segment is sealed and retired
+    CHECK(files_with_ext(d.path, ".seg").size() <= 3);  // the current one and at most two spares
+    CHECK(sp.stats().bytes_on_disk == seg_bytes_on_disk(d.path));
+    // Filling the cap: spares are deleted first, nothing acknowledged is refused room.
+    std::size_t appended = 0;
+    for (std::size_t i = 100; i < 1000; ++i) appended += append(sp, payloads(i, i + 1, 40)).appended;
+    CHECK(appended > 16 * 1024 / 48 - 30);
+    CHECK(seg_bytes_on_disk(d.path) <= o.max_bytes);
+}
