@@ -466,59 +466,37 @@ struct spool::impl {
 
     // ---- fsync ----
 
-    // fsyncs everything written since the last sync. Returns 0 or the first errno.
-    int sync_all() {
-        int first_err = 0;
-        for (auto* list : {&segs, &spares})
-            for (auto& up : *list) {
-                segment& s = *up;
-                if (s.dirty && s.fd >= 0) {
-                    if (::fdatasync(s.fd) != 0 && !first_err) first_err = errno;
-                    s.dirty = false;
-                }
-                if (s.ack_dirty && s.ack_fd >= 0) {
-                    if (::fdatasync(s.ack_fd) != 0 && !first_err) first_err = errno;
-                    s.ack_dirty = false;
-                }
-            }
-        last_sync = std::chrono::steady_clock::now();
-        return first_err;
-    }
-
-    // The same with `lock` (held on mu) released while the device flushes, so that appends
-    // are not held up by it: the descriptors are duplicated first (a segment may be retired
-    // and its descriptor closed meanwhile). Returns with `lock` held.
-    int sync_all_unlocked(std::unique_lock<std::mutex>& lock) {
-        // A duplicate shares the segment's flock: it is tracked like the segment's own
-        // descriptor, so that a child forked during the flush does not keep the lock.
+    // fsyncs everything written since the last sync. Returns 0 or the first errno. With
+    // `release` (a lock held on mu), the lock is released while the device flushes, so that
+    // appends are not held up by it: the descriptors are duplicated first (a segment may be
+    // retired and its descriptor closed meanwhile), and it returns with the lock held again.
+    int sync_all(std::unique_lock<std::mutex>* release = nullptr) {
         std::vector<int> fds;
-        auto dup_tracked = [&](int fd) {
-            if (const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0); d >= 0) {
-                track_locked_fd(d);
-                fds.push_back(d);
-            }
-        };
         for (auto* list : {&segs, &spares})
             for (auto& up : *list) {
                 segment& s = *up;
-                if (s.dirty && s.fd >= 0) {
-                    dup_tracked(s.fd);
-                    s.dirty = false;
-                }
-                if (s.ack_dirty && s.ack_fd >= 0) {
-                    dup_tracked(s.ack_fd);
-                    s.ack_dirty = false;
-                }
+                if (s.dirty && s.fd >= 0) fds.push_back(s.fd);
+                if (s.ack_dirty && s.ack_fd >= 0) fds.push_back(s.ack_fd);
+                s.dirty = s.ack_dirty = false;
             }
         last_sync = std::chrono::steady_clock::now();
         if (fds.empty()) return 0;
-        lock.unlock();
+        if (release) {
+            // A duplicate shares the segment's flock: it is tracked like the segment's own
+            // descriptor, so that a child forked during the flush does not keep the lock.
+            for (int& fd : fds) {
+                fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+                if (fd >= 0) track_locked_fd(fd);
+            }
+            release->unlock();
+        }
         int first_err = 0;
         for (int fd : fds) {
+            if (fd < 0) continue;
             if (::fdatasync(fd) != 0 && !first_err) first_err = errno;
-            close_locked_fd(fd);
+            if (release) close_locked_fd(fd);
         }
-        lock.lock();
+        if (release) release->lock();
         return first_err;
     }
 
@@ -526,7 +504,7 @@ struct spool::impl {
         if (opts.fsync != fsync_policy::interval) return 0;
         const auto now = std::chrono::steady_clock::now();
         if (now - last_sync < std::chrono::milliseconds(opts.fsync_interval_ms)) return 0;
-        return sync_all_unlocked(lock);
+        return sync_all(&lock);
     }
 
     // ---- segment lifetime ----
@@ -541,14 +519,19 @@ struct spool::impl {
         if (win_seg == s) win_seg = nullptr;
     }
 
-    // Unlinks the segment and its ack file (while still holding the lock), then closes.
+    // Unlinks a segment's file and ack file (while still holding its lock), then closes them.
+    void discard_files(segment& s) {
+        ::unlink(path_of(s.name).c_str());
+        ::unlink(path_of(ack_name_of(s.name)).c_str());
+        close_fd(s.ack_fd);
+        close_locked_fd(s.fd);
+        sub_used(s.file_size);
+    }
+
+    // Deletes segs[i]: its files, and its place in the read order.
     void delete_segment_at(std::size_t i) {
         segment* s = segs[i].get();
-        ::unlink(path_of(s->name).c_str());
-        ::unlink(path_of(ack_name_of(s->name)).c_str());
-        close_fd(s->ack_fd);
-        close_locked_fd(s->fd);
-        sub_used(s->file_size);
+        discard_files(*s);
         invalidate_window(s);
         if (current == s) current = nullptr;
         segs.erase(segs.begin() + static_cast<std::ptrdiff_t>(i));
@@ -590,13 +573,7 @@ struct spool::impl {
     }
 
     void delete_spares() {
-        for (auto& s : spares) {
-            ::unlink(path_of(s->name).c_str());
-            ::unlink(path_of(ack_name_of(s->name)).c_str());
-            close_fd(s->ack_fd);
-            close_locked_fd(s->fd);
-            sub_used(s->file_size);
-        }
+        for (auto& s : spares) discard_files(*s);
         spares.clear();
     }
 
@@ -630,11 +607,7 @@ struct spool::impl {
                                  RENAME_NOREPLACE);
             }
             if (rc != 0) {  // give it up: delete it like any delivered segment
-                ::unlink(path_of(old_name).c_str());
-                ::unlink(path_of(ack_name_of(old_name)).c_str());
-                close_fd(seg->ack_fd);
-                close_locked_fd(seg->fd);
-                sub_used(seg->file_size);
+                discard_files(*seg);
                 continue;
             }
             if (opts.fsync == fsync_policy::batch) fsync_dir();
@@ -1433,7 +1406,7 @@ bool spool::has_unread() const {
 
 void spool::sync() {
     std::unique_lock<std::mutex> lock(impl_->mu);
-    if (const int err = impl_->sync_all_unlocked(lock)) throw_errno(err, "fsync");
+    if (const int err = impl_->sync_all(&lock)) throw_errno(err, "fsync");
 }
 
 spool_stats spool::stats() const {
