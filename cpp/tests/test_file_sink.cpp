@@ -90,6 +90,43 @@ struct umask_guard {
     ~umask_guard() { ::umask(old); }
 };
 
+// `procs` forked processes each write `batches` batches of `per_batch` records (process p's
+// records are numbered from 100000 * (p + 1)) through their own sink on `path`; every process
+// must exit 0, having had every batch accepted (a retry is written again, as the runtime would).
+void write_from_processes(const std::string& path, const config_map& opts, int procs, int batches,
+                          int per_batch) {
+    std::vector<pid_t> pids;
+    for (int p = 0; p < procs; ++p) {
+        pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            int rc = 0;
+            {
+                auto s = make(path, opts);
+                for (int b = 0; b < batches; ++b) {
+                    std::vector<record> batch;
+                    for (int i = 0; i < per_batch; ++i)
+                        batch.push_back(rec(100000 * (p + 1) + b * per_batch + i));
+                    // retry is what the runtime would do with a batch sent back
+                    auto st = s->write(batch).status;
+                    for (int again = 0; st == write_status::retry && again < 5; ++again)
+                        st = s->write(batch).status;
+                    if (st != write_status::ok) rc = 1;
+                }
+                s->close();
+            }
+            ::_exit(rc);
+        }
+        pids.push_back(pid);
+    }
+    for (pid_t pid : pids) {
+        int status = 0;
+        REQUIRE(::waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+    }
+}
+
 }  // namespace
 
 TEST_CASE("file sink: option table and defaults", "[file_sink]") {
@@ -284,36 +321,7 @@ TEST_CASE("file sink: concurrent processes rotating one file keep every line who
     // About 5 lines per file, enough backups that nothing is dropped.
     config_map opts{{"max_bytes", 5 * line_len}, {"backups", std::int64_t{200}},
                     {"fsync", false}};
-    std::vector<pid_t> pids;
-    for (int p = 0; p < procs; ++p) {
-        pid_t pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            int rc = 0;
-            {
-                auto s = make(path, opts);
-                for (int b = 0; b < batches; ++b) {
-                    std::vector<record> batch;
-                    for (int i = 0; i < per_batch; ++i)
-                        batch.push_back(rec(100000 * (p + 1) + b * per_batch + i));
-                    // retry is what the runtime would do with a batch sent back
-                    auto st = s->write(batch).status;
-                    for (int again = 0; st == write_status::retry && again < 5; ++again)
-                        st = s->write(batch).status;
-                    if (st != write_status::ok) rc = 1;
-                }
-                s->close();
-            }
-            ::_exit(rc);
-        }
-        pids.push_back(pid);
-    }
-    for (pid_t pid : pids) {
-        int status = 0;
-        REQUIRE(::waitpid(pid, &status, 0) == pid);
-        CHECK(WIFEXITED(status));
-        CHECK(WEXITSTATUS(status) == 0);
-    }
+    write_from_processes(path, opts, procs, batches, per_batch);
 
     std::set<std::string> expected;
     for (int p = 0; p < procs; ++p)
@@ -549,36 +557,7 @@ TEST_CASE("file sink chain: processes appending to one file keep one unbroken ch
     config_map opts{{"chain_key", chain_key}, {"max_bytes", 7 * line_len},
                     {"backups", std::int64_t{500}}, {"fsync", false},
                     {"checkpoint_every", std::int64_t{10}}};
-    std::vector<pid_t> pids;
-    for (int p = 0; p < procs; ++p) {
-        pid_t pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            int rc = 0;
-            {
-                auto s = make(path, opts);
-                for (int b = 0; b < batches; ++b) {
-                    std::vector<record> batch;
-                    for (int i = 0; i < per_batch; ++i)
-                        batch.push_back(rec(100000 * (p + 1) + b * per_batch + i));
-                    // retry is what the runtime would do with a batch sent back
-                    auto st = s->write(batch).status;
-                    for (int again = 0; st == write_status::retry && again < 5; ++again)
-                        st = s->write(batch).status;
-                    if (st != write_status::ok) rc = 1;
-                }
-                s->close();
-            }
-            ::_exit(rc);
-        }
-        pids.push_back(pid);
-    }
-    for (pid_t pid : pids) {
-        int status = 0;
-        REQUIRE(::waitpid(pid, &status, 0) == pid);
-        CHECK(WIFEXITED(status));
-        CHECK(WEXITSTATUS(status) == 0);
-    }
+    write_from_processes(path, opts, procs, batches, per_batch);
     auto files = trail_files(path, 500);
     CHECK(files.size() > 5);
     auto bodies = verify_chain(files);
