@@ -71,6 +71,16 @@ std::size_t invalid_span(std::string_view s, std::size_t i) noexcept {
     return k;
 }
 
+// Appends the UTF-8 sequence at s[i], or U+FFFD for an invalid one; returns the bytes taken.
+std::size_t append_sequence_or_replacement(std::string& out, std::string_view s, std::size_t i) {
+    if (const auto n = utf8_sequence_length(s, i); n != 0) {
+        out.append(s.data() + i, n);
+        return n;
+    }
+    out.append(replacement_char);
+    return invalid_span(s, i);
+}
+
 }  // namespace
 
 // Strings in Salt data are mostly plain ASCII: 16 bytes are checked per step where SSE2
@@ -116,16 +126,7 @@ bool is_valid_utf8(std::string_view s) noexcept {
 }
 
 void append_utf8_replacing(std::string& out, std::string_view s) {
-    for (std::size_t i = 0; i < s.size();) {
-        auto n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            out.append(replacement_char);
-            i += invalid_span(s, i);
-        } else {
-            out.append(s.data() + i, n);
-            i += n;
-        }
-    }
+    for (std::size_t i = 0; i < s.size();) i += append_sequence_or_replacement(out, s, i);
 }
 
 void append_json_string(std::string& out, std::string_view s) {
@@ -140,14 +141,7 @@ void append_json_string(std::string& out, std::string_view s) {
         if (i >= s.size()) break;
         auto c = static_cast<unsigned char>(s[i]);
         if (c >= 0x80) {
-            auto n = utf8_sequence_length(s, i);
-            if (n == 0) {
-                out.append(replacement_char);
-                i += invalid_span(s, i);
-            } else {
-                out.append(s.data() + i, n);
-                i += n;
-            }
+            i += append_sequence_or_replacement(out, s, i);
             continue;
         }
         switch (c) {
