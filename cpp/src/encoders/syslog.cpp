@@ -67,10 +67,15 @@ void append_msg(std::string& out, std::string_view payload) {
             if (out[i] == '\n' || out[i] == '\r') out[i] = ' ';
 }
 
+// The HOSTNAME a message carries: the configured one, else the minion, else this host's name.
+std::string_view hostname_source(const record& rec, const syslog_format& f) {
+    if (!f.hostname.empty()) return f.hostname;
+    if (!rec.minion.empty()) return rec.minion;
+    return f.local_hostname;
+}
+
 std::string hostname_of(const record& rec, const syslog_format& f) {
-    if (!f.hostname.empty()) return syslog_header_field(f.hostname, 255);
-    if (!rec.minion.empty()) return syslog_header_field(rec.minion, 255);
-    return syslog_header_field(f.local_hostname, 255);
+    return syslog_header_field(hostname_source(rec, f), 255);
 }
 
 int pri_of(const record& rec, const syslog_format& f) {
@@ -86,10 +91,7 @@ void rfc5424_header(std::string& out, const record& rec, const syslog_format& f)
     out.resize(at + rfc3339_us_size);
     write_rfc3339_us(rec.ts_us, out.data() + at);
     out.push_back(' ');
-    append_header_field(out, !f.hostname.empty() ? std::string_view(f.hostname)
-                             : !rec.minion.empty() ? std::string_view(rec.minion)
-                                                   : std::string_view(f.local_hostname),
-                        255);
+    append_header_field(out, hostname_source(rec, f), 255);
     out.push_back(' ');
     append_header_field(out, f.app_name, 48);
     out.push_back(' ');
