@@ -2,13 +2,15 @@
 //
 // A benchmark, not a test. Against a server started by tests/fixtures/mysql_server.py it writes
 // the same batches of events (default 2000 events of about 500 B per batch) three ways, each
-// into its own copy of the salt_events table, and prints rows/s:
-//   fastret     mysql_store::write(): one multi-statement round trip per batch, multi-row
-//               INSERT ... ON DUPLICATE KEY UPDATE (idempotent), in a transaction;
-//   load_data   LOAD DATA LOCAL INFILE streamed from memory, in a transaction (the physical
-//               reference: not idempotent, a re-delivered batch would fail or duplicate);
-//   load_upsert LOAD DATA into a temporary table, then INSERT ... SELECT ... ON DUPLICATE KEY
-//               UPDATE (idempotent like fastret's path, two statements more per batch).
+// into its own salt_events table, and prints rows/s:
+//   fastret        mysql_store::write() as configured by default (bulk_events): the batch's
+//                  events by LOAD DATA LOCAL INFILE ... IGNORE from memory, in a transaction,
+//                  warnings checked before the commit (idempotent: a re-delivered row is
+//                  skipped);
+//   fastret_insert mysql_store::write() with bulk_events off: one multi-statement round trip
+//                  per batch, multi-row INSERT ... ON DUPLICATE KEY UPDATE, in a transaction;
+//   load_data      LOAD DATA LOCAL INFILE streamed from memory, in a transaction, nothing
+//                  checked (the physical reference).
 // Rounds alternate the three, and the median of the rounds is printed.
 //
 // Build (after building the project in /tmp/b-mysql) and run:
@@ -18,6 +20,10 @@
 //   python3 tests/fixtures/mysql_server.py start /tmp/bench-mysql
 //   /tmp/mysql_write /tmp/bench-mysql/info.json [batches=20] [batch_size=2000] [rounds=3]
 #include <mysql.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <iterator>
 
 #include <algorithm>
 #include <chrono>
@@ -190,6 +196,32 @@ std::vector<std::vector<record>> make_batches(int batches, int size) {
     return out;
 }
 
+// CPU seconds used so far by this process and by the server (its pid from info.json; 0 when
+// it cannot be read), so that a busy machine shows in the rates but not in the CPU per row.
+double own_cpu() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+double server_cpu(const std::string& pid) {
+    std::ifstream in("/proc/" + pid + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::size_t close = stat.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string field;
+    unsigned long long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+        if (i == 14) utime = std::stoull(field);
+        if (i == 15) stime = std::stoull(field);
+    }
+    return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+struct cpu_mark {
+    double own, server;
+};
+
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
@@ -216,6 +248,9 @@ int main(int argc, char** argv) {
     conn admin(info, "");
     admin.exec("DROP DATABASE IF EXISTS `" + db + "`; CREATE DATABASE `" + db +
                "` CHARACTER SET utf8mb4");
+    const std::string db_insert = db + "_insert";
+    admin.exec("DROP DATABASE IF EXISTS `" + db_insert + "`; CREATE DATABASE `" + db_insert +
+               "` CHARACTER SET utf8mb4");
     mysql_config cfg;
     cfg.host = "127.0.0.1";
     cfg.port = static_cast<unsigned>(std::stoi(info.at("port")));
@@ -224,28 +259,44 @@ int main(int argc, char** argv) {
     cfg.password = info.at("superuser_password");
     cfg.ssl_ca = info.at("ca");
     mysql_store store(cfg);
+    mysql_config cfg_insert = cfg;
+    cfg_insert.db = db_insert;
+    cfg_insert.bulk_events = false;
+    mysql_store store_insert(cfg_insert);
     conn ld(info, db);
-    ld.exec(
-        "CREATE TABLE IF NOT EXISTS salt_events_ld LIKE salt_events; "
-        "CREATE TABLE IF NOT EXISTS salt_events_up LIKE salt_events");
-    std::vector<std::string> files;
-    for (const auto& b : data) files.push_back(tsv(b));
+    ld.exec("CREATE TABLE IF NOT EXISTS salt_events_ld LIKE salt_events");
 
-    std::vector<double> r_fastret, r_load, r_upsert;
+    const std::string pid = info.count("pid") ? info.at("pid") : "0";
     const double total = static_cast<double>(batches) * size;
-    for (int round = 0; round < rounds; ++round) {
-        ld.exec("TRUNCATE salt_events; TRUNCATE salt_events_ld; TRUNCATE salt_events_up");
+    // CPU microseconds per row of the client and the server, summed over the rounds.
+    std::map<std::string, cpu_mark> cpu;
+    auto account = [&](const std::string& name, cpu_mark m0) {
+        cpu[name].own += (own_cpu() - m0.own) / total * 1e6;
+        cpu[name].server += (server_cpu(pid) - m0.server) / total * 1e6;
+    };
+    auto time_store = [&](mysql_store& s, const std::string& name) {
+        const cpu_mark m0{own_cpu(), server_cpu(pid)};
         auto t0 = clock_type::now();
         for (const auto& b : data) {
-            auto res = store.write(b);
+            auto res = s.write(b);
             if (res.status != write_status::ok || res.dropped)
                 throw std::runtime_error("fastret write failed: " + res.error);
         }
-        r_fastret.push_back(total / std::chrono::duration<double>(clock_type::now() - t0).count());
+        const double dt = std::chrono::duration<double>(clock_type::now() - t0).count();
+        account(name, m0);
+        return dt;
+    };
+    std::vector<double> r_fastret, r_insert, r_load;
+    for (int round = 0; round < rounds; ++round) {
+        ld.exec("TRUNCATE salt_events; TRUNCATE salt_events_ld; TRUNCATE `" + db_insert +
+                "`.salt_events");
+        r_fastret.push_back(total / time_store(store, "fastret"));
+        r_insert.push_back(total / time_store(store_insert, "fastret_insert"));
 
-        t0 = clock_type::now();
+        const cpu_mark m0{own_cpu(), server_cpu(pid)};
+        auto t0 = clock_type::now();
         for (const auto& b : data) {
-            // Includes formatting the rows, as fastret's time includes building its SQL.
+            // Includes formatting the rows, as fastret's time includes building its text.
             std::string file = tsv(b);
             mysql_set_local_infile_handler(ld.m, infile_init, infile_read, infile_end, infile_error,
                                            &file);
@@ -254,40 +305,24 @@ int main(int argc, char** argv) {
                 "CHARACTER SET utf8mb4 (tag, data, alter_time, master_id, record_id); COMMIT");
         }
         r_load.push_back(total / std::chrono::duration<double>(clock_type::now() - t0).count());
-
-        t0 = clock_type::now();
-        for (const auto& b : data) {
-            std::string file = tsv(b);
-            mysql_set_local_infile_handler(ld.m, infile_init, infile_read, infile_end, infile_error,
-                                           &file);
-            ld.exec(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS ev_stage (tag VARCHAR(255), data "
-                "MEDIUMTEXT, alter_time TIMESTAMP(6) NULL, master_id VARCHAR(255), "
-                "record_id CHAR(32)) CHARSET utf8mb4; TRUNCATE ev_stage; "
-                "LOAD DATA LOCAL INFILE 'batch' INTO TABLE ev_stage CHARACTER SET utf8mb4 "
-                "(tag, data, alter_time, master_id, record_id); START TRANSACTION; "
-                "INSERT INTO salt_events_up (tag, data, alter_time, master_id, record_id) "
-                "SELECT tag, data, alter_time, master_id, record_id FROM ev_stage "
-                "ON DUPLICATE KEY UPDATE salt_events_up.id = salt_events_up.id; COMMIT");
-        }
-        r_upsert.push_back(total / std::chrono::duration<double>(clock_type::now() - t0).count());
+        account("load_data", m0);
         std::printf(
-            "round %d: fastret %.0f rows/s, load_data %.0f rows/s, load_upsert %.0f rows/s\n",
-            round + 1, r_fastret.back(), r_load.back(), r_upsert.back());
+            "round %d: fastret %.0f rows/s, fastret_insert %.0f rows/s, load_data %.0f rows/s\n",
+            round + 1, r_fastret.back(), r_insert.back(), r_load.back());
     }
-    const double f = median(r_fastret), l = median(r_load), u = median(r_upsert);
+    const double f = median(r_fastret), i = median(r_insert), l = median(r_load);
     std::printf(
-        "median: fastret %.0f rows/s, load_data %.0f rows/s (fastret = %.2fx), "
-        "load_upsert %.0f rows/s (fastret = %.2fx)\n",
-        f, l, f / l, u, f / u);
-    // A re-delivery of every batch: fastret's path leaves the table as it is.
-    auto t0 = clock_type::now();
-    for (const auto& b : data)
-        if (store.write(b).status != write_status::ok)
-            throw std::runtime_error("re-delivery failed");
-    std::printf("re-delivery of all batches: %.0f rows/s, rows %llu (expected %.0f)\n",
-                total / std::chrono::duration<double>(clock_type::now() - t0).count(),
+        "median: fastret %.0f rows/s, fastret_insert %.0f rows/s, load_data %.0f rows/s; "
+        "fastret = %.2fx load_data, %.2fx fastret_insert\n",
+        f, i, l, f / l, f / i);
+    for (const auto& [name, c] : cpu)
+        std::printf("CPU per row (mean of rounds): %-15s client %.2f us, server %.2f us\n",
+                    name.c_str(), c.own / rounds, c.server / rounds);
+    // A re-delivery of every batch: the bulk path skips every row (all warnings duplicates).
+    const double t = time_store(store, "re-delivery");
+    std::printf("re-delivery of all batches: %.0f rows/s, rows %llu (expected %.0f)\n", total / t,
                 static_cast<unsigned long long>(store.count("salt_events")), total);
+    admin.exec("DROP DATABASE `" + db_insert + "`");
     admin.exec("DROP DATABASE `" + db + "`");
     return f >= 0.5 * l ? 0 : 1;
 }

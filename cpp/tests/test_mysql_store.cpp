@@ -651,6 +651,119 @@ TEST_CASE("mysql_store leaves out only the records that cannot be stored", "[mys
     }
 }
 
+// ---- events by LOAD DATA LOCAL (bulk_events) -----------------------------------------------
+
+TEST_CASE("mysql_store bulk events store every byte as the INSERT path does", "[mysql]") {
+    const bool bulk = GENERATE(true, false);
+    INFO("bulk_events " << bulk);
+    test_db db;
+    auto cfg = config_for(db);
+    cfg.bulk_events = bulk;
+    mysql_store store(cfg);
+    // LOAD DATA's separators, its escape character, NUL, a field that reads as NULL unless
+    // escaped, an empty field, quotes and SQL, multi-byte UTF-8.
+    const std::vector<std::pair<std::string, std::string>> values = {
+        {"salt/tab\there", "{\"a\":\"x\\ty\"}"},
+        {"salt/nl\nhere", "line1\nline2\r\n"},
+        {"salt/back\\slash\\", "\\"},
+        {"\\N", "\\N"},
+        {"", ""},
+        {std::string("nul\0byte", 8), std::string("{\"n\":\"\0\"}", 10)},
+        {"it's \"quoted\"; DROP TABLE salt_events; --", "'); DELETE FROM jids; --"},
+        {"salt/\xc3\xa9v\xc3\xa9nement/\xf0\x9f\x94\xa5", "{\"m\":\"\xe6\x97\xa5\xe6\x9c\xac\"}"},
+    };
+    std::vector<record> batch;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        auto r = event(values[i].first, values[i].second, T0 + static_cast<std::int64_t>(i));
+        r.minion = i == 2 ? "master\t2\\" : "master1";
+        batch.push_back(std::move(r));
+    }
+    write_ok(store, batch);
+    write_ok(store, batch);  // a re-delivery adds nothing
+    CHECK(store.bulk_stats().loaded == (bulk ? 2 : 0));
+    CHECK(store.bulk_stats().fell_back == 0);
+    auto raw = db.raw();
+    auto rows = raw->rows(
+        "SELECT tag, data, master_id, record_id, DATE_FORMAT(alter_time, '%Y-%m-%d %H:%i:%s.%f')"
+        " FROM salt_events ORDER BY id");
+    REQUIRE(rows.size() == values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        INFO("row " << i);
+        CHECK(rows[i][0] == values[i].first);
+        CHECK(rows[i][1] == values[i].second);
+        CHECK(rows[i][2] == batch[i].minion);
+        CHECK(rows[i][3] == batch[i].id);
+    }
+    CHECK(rows[0][4] == "2027-01-15 08:00:00.000000");
+    CHECK(rows[1][4] == "2027-01-15 08:00:00.000001");
+}
+
+TEST_CASE("mysql_store bulk events: re-delivered rows are skipped, new ones stored", "[mysql]") {
+    test_db db;
+    mysql_store store(config_for(db));
+    auto events = [](int from, int to) {
+        std::vector<record> b;
+        for (int i = from; i < to; ++i)
+            b.push_back(event("salt/job/" + std::to_string(i) + "/ret/m", "{\"i\":" +
+                              std::to_string(i) + "}", T0 + i));
+        return b;
+    };
+    write_ok(store, events(0, 300));
+    CHECK(store.count("salt_events") == 300);
+    // More duplicates than the server shows warnings (64 by default), then a half-new batch.
+    write_ok(store, events(0, 300));
+    CHECK(store.count("salt_events") == 300);
+    write_ok(store, events(150, 450));
+    CHECK(store.count("salt_events") == 450);
+    auto raw = db.raw();
+    CHECK(raw->scalar("SELECT COUNT(DISTINCT record_id) FROM salt_events") == "450");
+    // Known as duplicates without going back to INSERTs.
+    CHECK(store.bulk_stats().loaded == 3);
+    CHECK(store.bulk_stats().fell_back == 0);
+}
+
+TEST_CASE("mysql_store bulk events: a value the server would cut goes by INSERT and is left out",
+          "[mysql]") {
+    test_db db;
+    mysql_store store(config_for(db));
+    std::vector<record> batch = {event("salt/ok/1", "{}", T0), event(std::string(300, 't'), "{}", T0),
+                                 event("salt/bad\xff\xfe", "{}", T0 + 1),
+                                 ret("20261127081552123456", "m1", "test.ping", T0, "true"),
+                                 event("salt/ok/2", "{}", T0 + 2)};
+    auto res = store.write(batch);
+    INFO(res.error);
+    CHECK(res.status == write_status::ok);
+    CHECK(res.dropped == 2);
+    CHECK_THAT(res.error, Catch::Contains("Data too long") && Catch::Contains("1406"));
+    auto raw = db.raw();
+    CHECK(raw->rows("SELECT tag FROM salt_events ORDER BY id") ==
+          std::vector<std::vector<std::string>>{{"salt/ok/1"}, {"salt/ok/2"}});
+    CHECK(store.count("salt_returns") == 1);
+    CHECK(store.bulk_stats().loaded == 0);
+    CHECK(store.bulk_stats().fell_back == 1);
+    // The next batch goes by LOAD DATA again.
+    write_ok(store, {event("salt/ok/3", "{}", T0 + 3)});
+    CHECK(store.bulk_stats().loaded == 1);
+}
+
+TEST_CASE("mysql_store bulk events: the server's local_infile off means INSERTs",
+          "[mysql][serial]") {
+    test_db db;
+    auto a = admin();
+    struct restore {
+        raw_conn& a;
+        std::string was;
+        ~restore() { a.try_exec("SET GLOBAL local_infile = " + was); }
+    } guard{*a, a->scalar("SELECT @@GLOBAL.local_infile")};
+    a->exec("SET GLOBAL local_infile = 0");
+    mysql_store store(config_for(db));
+    write_ok(store, {event("salt/a", "{}", T0), event("salt/b", "{}", T0 + 1)});
+    write_ok(store, {event("salt/a", "{}", T0), event("salt/c", "{}", T0 + 2)});
+    CHECK(store.count("salt_events") == 3);
+    CHECK(store.bulk_stats().loaded == 0);
+    CHECK(store.bulk_stats().fell_back == 1);  // known refused until the next connection
+}
+
 TEST_CASE("mysql_store splits a batch at max_allowed_packet", "[mysql]") {
     test_db db;
     mysql_store store(config_for(db));
@@ -847,7 +960,7 @@ TEST_CASE("mysql sink options and delegation", "[mysql]") {
     CHECK(keys == std::vector<std::string>{"host", "port", "unix_socket", "db", "user", "pass",
                                            "ssl_ca", "ssl_cert", "ssl_key", "ssl_mode",
                                            "connect_timeout_ms", "read_timeout_ms",
-                                           "write_timeout_ms", "create_schema", "archive"});
+                                           "write_timeout_ms", "create_schema", "archive", "bulk_events"});
     for (const auto& o : table) {
         INFO(o.key);
         CHECK(o.secret == (o.key == "pass"));

@@ -60,6 +60,9 @@ struct mysql_config {
     unsigned write_timeout_ms = 30000;
     bool create_schema = true;  // create (or upgrade) the schema on open when incomplete
     bool archive = false;       // clean_old_jobs moves rows to the *_archive tables
+    // Events are written with LOAD DATA LOCAL INFILE from the batch in memory (INSERTs when
+    // off, or when the server refuses it).
+    bool bulk_events = true;
 };
 
 // The schema's DDL: idempotent (every statement can run again; on a database created by the
@@ -132,6 +135,14 @@ public:
 
     // The server's max_allowed_packet as read at the last connect (bytes).
     std::uint64_t max_packet() const noexcept;
+
+    // How this store's batches with events went (bulk_events): committed with LOAD DATA, or
+    // sent again as INSERTs because the server refused LOAD DATA LOCAL or warned about a value.
+    struct bulk_counts {
+        std::uint64_t loaded = 0;
+        std::uint64_t fell_back = 0;
+    };
+    bulk_counts bulk_stats() const noexcept;
 
 private:
     struct impl;

@@ -110,6 +110,16 @@ const std::vector<option_spec>& mysql_sink_options() {
          {},
          "clean_old_jobs moves old rows to jids_archive, salt_returns_archive and "
          "salt_events_archive instead of deleting them"},
+        {"bulk_events",
+         T::boolean,
+         "true",
+         false,
+         INT64_MIN,
+         INT64_MAX,
+         {},
+         "write events with LOAD DATA LOCAL INFILE, served from the batch in memory (the client "
+         "reads no file, whatever the server asks); multi-row INSERTs when false or when the "
+         "server has local_infile off"},
     };
     return table;
 }
@@ -140,6 +150,7 @@ mysql_config mysql_config_from(const options& opts) {
     c.write_timeout_ms = static_cast<unsigned>(opts.get_int("write_timeout_ms"));
     c.create_schema = opts.get_bool("create_schema");
     c.archive = opts.get_bool("archive");
+    c.bulk_events = opts.get_bool("bulk_events");
     if (c.db.empty()) throw config_error("mysql: option 'db' must not be empty");
     if (c.unix_socket.empty() && c.host.empty())
         throw config_error("mysql: option 'host' must not be empty (or set unix_socket)");
