@@ -5,10 +5,10 @@
 // SQL mode) or as numbers and timestamps formatted here; identifiers are constants of this
 // file or validated role names. The write path sends a whole batch as one multi-statement
 // text (START TRANSACTION; INSERT ...; COMMIT) so that a batch costs one round trip. Events,
-// the bulk of the traffic, go by LOAD DATA LOCAL INFILE instead (bulk_events): the "file" is
-// the batch's own buffer, served by this file's handler, which serves nothing else; IGNORE
-// skips re-delivered rows, and any other warning (a value cut or changed) sends the batch
-// again as INSERTs, which name the record at fault. See bench/mysql_write.cpp.
+// the bulk of the traffic, go as one prepared INSERT with an array of parameter sets
+// (COM_STMT_BULK_EXECUTE, bulk_events) in the same transaction: the server neither parses
+// nor unescapes the values, which makes it cheaper for the server than its own LOAD DATA,
+// and strict mode and ON DUPLICATE KEY UPDATE keep their meaning. See bench/mysql_write.cpp.
 //
 // autocommit stays on: every write opens its own transaction explicitly, and a read is a
 // single autocommitted statement, so no read snapshot or metadata lock outlives a call (with
@@ -424,53 +424,26 @@ void check_role(const std::string& role, std::string_view what) {
 constexpr std::int64_t k_min_ts_us = 1'000'000;
 constexpr std::int64_t k_max_ts_us = 2'147'483'647'999'999;
 
-// YYYY-MM-DD hh:mm:ss.ffffff in UTC (the session's time zone is +00:00), unquoted.
-void append_timestamp_text(std::string& out, std::int64_t ts_us) {
+// YYYY-MM-DD hh:mm:ss.ffffff in UTC (the session's time zone is +00:00): always this long, as
+// the year stays within TIMESTAMP's range.
+constexpr std::size_t k_timestamp_len = 26;
+void format_timestamp(char* out, std::int64_t ts_us) {
     ts_us = std::clamp(ts_us, k_min_ts_us, k_max_ts_us);
     std::time_t secs = static_cast<std::time_t>(ts_us / 1'000'000);
     std::tm tm{};
     ::gmtime_r(&secs, &tm);
-    fmt::format_to(std::back_inserter(out), "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                   ts_us % 1'000'000);
+    fmt::format_to_n(out, k_timestamp_len, "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts_us % 1'000'000);
 }
 
 // The same as a string literal.
 void append_timestamp(std::string& out, std::int64_t ts_us) {
+    char text[k_timestamp_len];
+    format_timestamp(text, ts_us);
     out += '\'';
-    append_timestamp_text(out, ts_us);
+    out.append(text, k_timestamp_len);
     out += '\'';
-}
-
-// A field of LOAD DATA's text format (FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES
-// TERMINATED BY '\n'): the separators, the escape character and NUL are escaped, every other
-// byte is taken as it is (so a field is never read as \N, NULL).
-void append_load_field(std::string& out, std::string_view s) {
-    std::size_t run = 0;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        char e;
-        switch (s[i]) {
-            case '\\':
-                e = '\\';
-                break;
-            case '\t':
-                e = 't';
-                break;
-            case '\n':
-                e = 'n';
-                break;
-            case '\0':
-                e = '0';
-                break;
-            default:
-                continue;
-        }
-        out.append(s.data() + run, i - run);
-        out += '\\';
-        out += e;
-        run = i + 1;
-    }
-    out.append(s.data() + run, s.size() - run);
 }
 
 // The smallest string greater than every string that starts with `prefix`, in code point
@@ -562,8 +535,13 @@ public:
     void close() noexcept {
         // A forked child must not send QUIT on the socket it shares with its parent: its copy
         // of the handle is abandoned instead (a few kilobytes, once per fork).
-        if (mysql_ && pid_ == ::getpid()) mysql_close(mysql_);
+        if (mysql_ && pid_ == ::getpid()) {
+            if (stmt_) mysql_stmt_close(stmt_);
+            mysql_close(mysql_);
+        }
         mysql_ = nullptr;
+        stmt_ = nullptr;
+        stmt_sql_.clear();
     }
 
     // Connects and sets up the session. Throws mysql_failure; the connection stays closed.
@@ -601,6 +579,11 @@ public:
                 "SELECT @@max_allowed_packet",
                 std::max(1u, whole_seconds(c.read_timeout_ms) / 2)));
             max_packet_ = rows.empty() || !rows[0][0] ? 1024 * 1024 : std::stoull(*rows[0][0]);
+            unsigned long caps = 0, ext_caps = 0;
+            mariadb_get_infov(mysql_, MARIADB_CONNECTION_SERVER_CAPABILITIES, &caps);
+            mariadb_get_infov(mysql_, MARIADB_CONNECTION_EXTENDED_SERVER_CAPABILITIES, &ext_caps);
+            bulk_ = (caps & CLIENT_MYSQL) == 0 &&
+                    (ext_caps & (MARIADB_CLIENT_STMT_BULK_OPERATIONS >> 32)) != 0;
         } catch (...) {
             close();
             throw;
@@ -685,68 +668,45 @@ public:
         return out;
     }
 
-    // Runs `sql`, a LOAD DATA LOCAL INFILE naming k_infile_name, with `data` as that file's
-    // content. Returns the statement's warning count.
-    unsigned load_local(std::string_view sql, std::string_view data, std::string_view what) {
-        infile_ = {data, 0, true, {}};
-        struct disarm {
-            infile_state& f;
-            ~disarm() { f = {}; }
-        } guard{infile_};
-        run(sql, what);
-        return mysql_warning_count(mysql_);
+    // True if the server takes an array of parameter sets in one COM_STMT_BULK_EXECUTE
+    // (MariaDB 10.2 and later; not MySQL). Known from the handshake.
+    bool bulk_supported() const noexcept { return bulk_; }
+
+    // `sql` prepared on this connection: once, then reused until the connection closes.
+    MYSQL_STMT* prepared(std::string_view sql, std::string_view what) {
+        if (!is_open()) throw not_connected();
+        if (stmt_ && stmt_sql_ == sql) return stmt_;
+        if (stmt_) mysql_stmt_close(stmt_);
+        stmt_sql_.clear();
+        stmt_ = mysql_stmt_init(mysql_);
+        if (!stmt_) throw mysql_failure(write_status::retry, "mysql: out of memory " + where_);
+        if (mysql_stmt_prepare(stmt_, sql.data(), sql.size()) != 0) fail_stmt(what);
+        stmt_sql_ = sql;
+        return stmt_;
     }
 
-    // Rows the last LOAD DATA skipped (from its info line: "Records: 3  Deleted: 0  Skipped: 1
-    // Warnings: 1"); 0 if there is none.
-    std::uint64_t load_skipped() const {
-        const char* info = mysql_ ? mysql_info(mysql_) : nullptr;
-        const char* at = info ? std::strstr(info, "Skipped: ") : nullptr;
-        return at ? std::strtoull(at + 9, nullptr, 10) : 0;
+    // Runs the prepared statement once for each of `rows` parameter sets, bound column-wise
+    // in `bind`: one packet, one reply.
+    void execute_array(MYSQL_BIND* bind, unsigned rows, std::string_view what) {
+        if (mysql_stmt_attr_set(stmt_, STMT_ATTR_ARRAY_SIZE, &rows) != 0 ||
+            mysql_stmt_bind_param(stmt_, bind) != 0 || mysql_stmt_execute(stmt_) != 0)
+            fail_stmt(what);
+        last_affected_ = mysql_stmt_affected_rows(stmt_);
     }
-
-    // The name a LOAD DATA LOCAL statement of this file gives its "file".
-    static constexpr std::string_view k_infile_name = "fastret-batch";
 
 private:
-    struct infile_state {
-        std::string_view data;
-        std::size_t pos = 0;
-        bool armed = false;
-        std::string refused;  // the name of a request refused
-    };
-
-    // Connector/C's LOAD DATA LOCAL callbacks (userdata: the connection). A request is served
-    // only while load_local() waits for its statement and only under the name it used.
-    static int infile_init(void** ptr, const char* name, void* userdata) {
-        auto* self = static_cast<connection*>(userdata);
-        *ptr = self;
-        infile_state& f = self->infile_;
-        if (!f.armed || name == nullptr || std::string_view(name) != k_infile_name) {
-            f.armed = false;
-            f.refused = name ? std::string(name).substr(0, 200) : std::string();
-            return 1;
+    // Throws the prepared statement's last error. A lost connection is closed.
+    [[noreturn]] void fail_stmt(std::string_view what) {
+        unsigned code = mysql_stmt_errno(stmt_);
+        std::string msg = fmt::format("mysql: {}: {} (error {}) {}", what, mysql_stmt_error(stmt_),
+                                      code, where_);
+        if (connection_lost(code)) {
+            close();
+        } else if (stmt_sql_.empty()) {
+            mysql_stmt_close(stmt_);  // the prepare failed: not kept
+            stmt_ = nullptr;
         }
-        f.pos = 0;
-        return 0;
-    }
-    static int infile_read(void* ptr, char* buf, unsigned int len) {
-        infile_state& f = static_cast<connection*>(ptr)->infile_;
-        const std::size_t n = std::min<std::size_t>(len, f.data.size() - f.pos);
-        std::memcpy(buf, f.data.data() + f.pos, n);
-        f.pos += n;
-        return static_cast<int>(n);
-    }
-    static void infile_end(void* ptr) {
-        if (ptr) static_cast<connection*>(ptr)->infile_.armed = false;
-    }
-    static int infile_error(void* ptr, char* buf, unsigned int len) {
-        const std::string& name = static_cast<connection*>(ptr)->infile_.refused;
-        std::snprintf(buf, len,
-                      "refused the server's request for local file '%s': fastret sends only the "
-                      "batch of its own LOAD DATA statement",
-                      name.c_str());
-        return CR_UNKNOWN_ERROR;
+        throw mysql_failure(code, msg);
     }
 
     mysql_failure not_connected() const {
@@ -767,14 +727,10 @@ private:
         // Reading a large return back must not be limited on this side (the server limits).
         unsigned long max_packet = 1024UL * 1024 * 1024;
         mysql_options(mysql_, MYSQL_OPT_MAX_ALLOWED_PACKET, &max_packet);
-        // A server may ask the client for any local file after any statement (LOAD DATA
-        // LOCAL). With bulk_events the client accepts such a request only right after a
-        // statement that starts with LOAD (mode 2, "auto"), and the handler serves only the
-        // buffer load_local() armed for its own statement: never a file.
-        unsigned local_infile = c.bulk_events ? 2 : 0;
+        // A server may ask the client for any local file (LOAD DATA LOCAL): never. (The
+        // option is read as an unsigned int.)
+        unsigned local_infile = 0;
         mysql_options(mysql_, MYSQL_OPT_LOCAL_INFILE, &local_infile);
-        mysql_set_local_infile_handler(mysql_, &infile_init, &infile_read, &infile_end,
-                                       &infile_error, this);
 
         const bool tls = c.ssl_mode != mysql_ssl_mode::disabled;
         const bool verified = c.ssl_mode == mysql_ssl_mode::verify_ca ||
@@ -828,7 +784,9 @@ private:
     std::uint64_t max_packet_ = 0;
     my_ulonglong last_affected_ = 0;
     std::string where_;
-    infile_state infile_;
+    bool bulk_ = false;
+    MYSQL_STMT* stmt_ = nullptr;
+    std::string stmt_sql_;  // what stmt_ was prepared from (empty: not prepared)
 };
 
 // ---- write path ----------------------------------------------------------------------------
@@ -863,20 +821,6 @@ void append_return_row(const connection& c, std::string& out, const record& r) {
         fmt::format_to(std::back_inserter(out), ",{})", *r.retcode);
     else
         out += ",NULL)";
-}
-
-// An event as a line of the LOAD DATA text (columns as in k_load_events).
-void append_event_line(std::string& out, const record& r) {
-    append_load_field(out, r.tag);
-    out += '\t';
-    append_load_field(out, r.payload);
-    out += '\t';
-    append_timestamp_text(out, r.ts_us);
-    out += '\t';
-    append_load_field(out, r.minion);
-    out += '\t';
-    append_load_field(out, r.id.empty() ? compute_record_id(r) : r.id);
-    out += '\n';
 }
 
 void append_event_row(const connection& c, std::string& out, const record& r) {
@@ -943,13 +887,17 @@ const table_writer k_events = {
     "INSERT INTO `salt_events` (`tag`,`data`,`alter_time`,`master_id`,`record_id`) VALUES ",
     " ON DUPLICATE KEY UPDATE `id` = `id`", &append_event_row};
 
-// The bulk path for events. IGNORE skips a re-delivered row (warning 1062); with LOCAL the
-// server turns every other data error into a warning as well, which the caller checks.
-const std::string k_load_events = fmt::format(
-    "LOAD DATA LOCAL INFILE '{}' IGNORE INTO TABLE `salt_events` CHARACTER SET utf8mb4 "
-    "FIELDS TERMINATED BY '\\t' ENCLOSED BY '' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
-    "(`tag`,`data`,`alter_time`,`master_id`,`record_id`)",
-    connection::k_infile_name);
+// The bulk path for events: the same statement, one parameter set per event.
+constexpr std::string_view k_events_insert =
+    "INSERT INTO `salt_events` (`tag`,`data`,`alter_time`,`master_id`,`record_id`) "
+    "VALUES (?,?,?,?,?) ON DUPLICATE KEY UPDATE `id` = `id`";
+constexpr unsigned k_event_params = 5;
+
+// Bytes an event takes in a bulk request (values with their length prefixes and type bytes).
+std::size_t bulk_event_size(const record& r) noexcept {
+    return r.tag.size() + r.payload.size() + r.minion.size() + std::max<std::size_t>(r.id.size(), 32) + k_timestamp_len +
+           k_event_params * 10;
+}
 
 // Insert-if-absent: a placeholder row (has_load = 0) gets the load, a real load is never
 // overwritten. Assignments run left to right, so has_load changes last.
@@ -1084,14 +1032,14 @@ struct mysql_store::impl {
     std::mutex mu;
     connection conn;
     std::string packet;     // reused: the write path's SQL text
-    std::string load_text;  // reused: the events of a batch as LOAD DATA text
-    bool bulk_refused = false;  // the server refused LOAD DATA LOCAL on this connection
-    bulk_counts bulk;
+    std::uint64_t bulk_batches = 0;  // batches whose events went by send_events()
+    // send_events()'s column arrays, reused.
+    std::array<std::vector<const char*>, k_event_params> values;
+    std::array<std::vector<unsigned long>, k_event_params> lengths;
+    std::vector<char> times;
+    std::vector<std::string> ids;
 
-    void connect() {
-        bulk_refused = false;
-        conn.open(config, where);
-    }
+    void connect() { conn.open(config, where); }
 
     bool schema_complete() {
         std::size_t columns = 0, indexes = 0, tables_n = 0;
@@ -1151,8 +1099,9 @@ struct mysql_store::impl {
 
     // The statements of `recs` (grouped by table, in an order that makes every outcome the
     // same as writing the records one by one).
-    // With `bulk`, events are left to the caller in it (for LOAD DATA) instead of becoming
-    // INSERTs.
+    // With `bulk`, events are left to the caller in it (for send_events) instead of becoming
+    // INSERT text; an event too large for a packet stays with the INSERTs, which leave it out
+    // with the reason.
     statement_builder build(std::span<const record> recs, std::vector<std::string>& out,
                             std::vector<const record*>* bulk = nullptr) {
         const std::size_t limit = conn.max_packet() > 2 * k_packet_slack
@@ -1166,7 +1115,7 @@ struct mysql_store::impl {
                     rets.push_back(&r);
                     break;
                 case record_kind::event:
-                    (bulk ? *bulk : events).push_back(&r);
+                    (bulk && bulk_event_size(r) <= limit ? *bulk : events).push_back(&r);
                     break;
                 case record_kind::job_load:
                     loads.push_back(&r);
@@ -1228,57 +1177,66 @@ struct mysql_store::impl {
         if (packet.capacity() > (std::size_t{8} << 20)) packet = std::string();
     }
 
-    // True if the `count` warnings of the LOAD DATA just run are all duplicate keys (rows
-    // skipped as re-delivered). The server shows at most max_error_count of them: the rest are
-    // known to be duplicates only if every skipped row accounts for one warning.
-    bool only_duplicates(unsigned count, std::uint64_t skipped) {
-        auto rows = conn.query("SHOW WARNINGS", "write");
-        const bool shown_dups = std::all_of(rows.begin(), rows.end(), [](const row& r) {
-            return r.size() > 1 && r[1] && *r[1] == std::to_string(ER_DUP_ENTRY);
-        });
-        return shown_dups && (rows.size() == count || skipped == count);
-    }
-
-    // The statements, then `events` by LOAD DATA LOCAL, in one transaction. False, with the
-    // transaction still open, when the server refused LOAD DATA LOCAL or changed a value on
-    // the way (cut, replaced or left out a row for other reasons than a duplicate key).
-    bool send_with_load(const std::vector<std::string>& stmts,
-                        std::span<const record* const> events) {
-        send(stmts, false);
-        load_text.clear();
-        for (const record* r : events) append_event_line(load_text, *r);
-        unsigned warnings = 0;
-        try {
-            warnings = conn.load_local(k_load_events, load_text, "write");
-        } catch (const mysql_failure& e) {
-            if (!conn.is_open() || !local_infile_refused(e.code)) throw;
-            // Until the next connection (the server's local_infile may be turned on again).
-            bulk_refused = true;
-            return false;
+    // `events` by the prepared INSERT with arrays of parameter sets, as few requests as
+    // max_allowed_packet allows, inside the transaction the caller opened.
+    void send_events(std::span<const record* const> events) {
+        conn.prepared(k_events_insert, "write");
+        const std::size_t limit = conn.max_packet() > 2 * k_packet_slack
+                                      ? conn.max_packet() - k_packet_slack
+                                      : k_packet_slack;
+        for (std::size_t begin = 0; begin < events.size();) {
+            std::size_t end = begin, bytes = 0;
+            while (end < events.size() &&
+                   (end == begin || bytes + bulk_event_size(*events[end]) <= limit))
+                bytes += bulk_event_size(*events[end++]);
+            const std::size_t n = end - begin;
+            for (auto& v : values) v.resize(n);
+            for (auto& v : lengths) v.resize(n);
+            times.resize(n * k_timestamp_len);
+            ids.clear();
+            ids.reserve(n);  // no reallocation: values[4] points into it
+            for (std::size_t i = 0; i < n; ++i) {
+                const record& r = *events[begin + i];
+                char* time = times.data() + i * k_timestamp_len;
+                format_timestamp(time, r.ts_us);
+                const std::string* id = &r.id;
+                if (r.id.empty()) id = &ids.emplace_back(compute_record_id(r));
+                const std::string_view fields[k_event_params] = {
+                    r.tag, r.payload, {time, k_timestamp_len}, r.minion, *id};
+                for (unsigned c = 0; c < k_event_params; ++c) {
+                    values[c][i] = fields[c].data();
+                    lengths[c][i] = static_cast<unsigned long>(fields[c].size());
+                }
+            }
+            MYSQL_BIND bind[k_event_params];
+            std::memset(bind, 0, sizeof bind);
+            for (unsigned c = 0; c < k_event_params; ++c) {
+                bind[c].buffer_type = MYSQL_TYPE_STRING;
+                bind[c].buffer = values[c].data();
+                bind[c].length = lengths[c].data();
+            }
+            conn.execute_array(bind, static_cast<unsigned>(n), "write");
+            begin = end;
         }
-        if (load_text.capacity() > (std::size_t{8} << 20)) load_text = std::string();
-        if (warnings != 0 && !only_duplicates(warnings, conn.load_skipped())) return false;
-        conn.run("COMMIT", "write");
-        ++bulk.loaded;
-        return true;
     }
 
-    static bool local_infile_refused(unsigned code) noexcept {
-        return code == ER_NOT_ALLOWED_COMMAND || code == ER_LOAD_INFILE_CAPABILITY_DISABLED ||
-               code == CR_UNKNOWN_ERROR;
-    }
-
-    // The batch in one transaction, events by LOAD DATA LOCAL if `bulk`. False (transaction
-    // open) when the bulk path gave up: the caller rolls back and sends INSERTs.
-    bool send_batch(std::span<const record> batch, bool bulk, write_result& res) {
+    // The batch in one transaction; with `bulk`, its events by send_events().
+    write_result send_batch(std::span<const record> batch, bool bulk) {
         std::vector<std::string> stmts;
         std::vector<const record*> events;
         statement_builder b = build(batch, stmts, bulk ? &events : nullptr);
+        write_result res;
         res.dropped = b.dropped;
         res.error = std::move(b.first_error);
-        if (!events.empty()) return send_with_load(stmts, events);
-        if (!stmts.empty()) send(stmts);
-        return true;
+        if (events.empty()) {
+            if (!stmts.empty()) send(stmts);
+            return res;
+        }
+        send(stmts, false);  // opens the transaction
+        send_events(events);
+        conn.run("COMMIT", "write");
+        ++bulk_batches;
+        return res;
     }
 
     // The batch again, record by record, each under a savepoint: a record that fails with a
@@ -1322,13 +1280,7 @@ struct mysql_store::impl {
             }
         }
         try {
-            write_result res;
-            if (!send_batch(batch, config.bulk_events && !bulk_refused, res)) {
-                ++bulk.fell_back;
-                rollback();
-                send_batch(batch, false, res);
-            }
-            return res;
+            return send_batch(batch, config.bulk_events && conn.bulk_supported());
         } catch (const mysql_failure& e) {
             rollback();
             // A connection lost on the way (whatever the error's class) is reopened by the
@@ -1419,9 +1371,9 @@ std::uint64_t mysql_store::max_packet() const noexcept {
     return impl_->conn.max_packet();
 }
 
-mysql_store::bulk_counts mysql_store::bulk_stats() const noexcept {
+std::uint64_t mysql_store::bulk_batches() const noexcept {
     std::lock_guard lock(impl_->mu);
-    return impl_->bulk;
+    return impl_->bulk_batches;
 }
 
 write_result mysql_store::write(std::span<const record> batch) noexcept {

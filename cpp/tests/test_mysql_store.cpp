@@ -651,7 +651,7 @@ TEST_CASE("mysql_store leaves out only the records that cannot be stored", "[mys
     }
 }
 
-// ---- events by LOAD DATA LOCAL (bulk_events) -----------------------------------------------
+// ---- events as arrays of parameter sets (bulk_events) ---------------------------------------
 
 TEST_CASE("mysql_store bulk events store every byte as the INSERT path does", "[mysql]") {
     const bool bulk = GENERATE(true, false);
@@ -680,8 +680,7 @@ TEST_CASE("mysql_store bulk events store every byte as the INSERT path does", "[
     }
     write_ok(store, batch);
     write_ok(store, batch);  // a re-delivery adds nothing
-    CHECK(store.bulk_stats().loaded == (bulk ? 2 : 0));
-    CHECK(store.bulk_stats().fell_back == 0);
+    CHECK(store.bulk_batches() == (bulk ? 2 : 0));
     auto raw = db.raw();
     auto rows = raw->rows(
         "SELECT tag, data, master_id, record_id, DATE_FORMAT(alter_time, '%Y-%m-%d %H:%i:%s.%f')"
@@ -717,12 +716,10 @@ TEST_CASE("mysql_store bulk events: re-delivered rows are skipped, new ones stor
     CHECK(store.count("salt_events") == 450);
     auto raw = db.raw();
     CHECK(raw->scalar("SELECT COUNT(DISTINCT record_id) FROM salt_events") == "450");
-    // Known as duplicates without going back to INSERTs.
-    CHECK(store.bulk_stats().loaded == 3);
-    CHECK(store.bulk_stats().fell_back == 0);
+    CHECK(store.bulk_batches() == 3);
 }
 
-TEST_CASE("mysql_store bulk events: a value the server would cut goes by INSERT and is left out",
+TEST_CASE("mysql_store bulk events: a value the server refuses leaves out that event alone",
           "[mysql]") {
     test_db db;
     mysql_store store(config_for(db));
@@ -739,29 +736,36 @@ TEST_CASE("mysql_store bulk events: a value the server would cut goes by INSERT 
     CHECK(raw->rows("SELECT tag FROM salt_events ORDER BY id") ==
           std::vector<std::vector<std::string>>{{"salt/ok/1"}, {"salt/ok/2"}});
     CHECK(store.count("salt_returns") == 1);
-    CHECK(store.bulk_stats().loaded == 0);
-    CHECK(store.bulk_stats().fell_back == 1);
-    // The next batch goes by LOAD DATA again.
+    CHECK(store.bulk_batches() == 0);
+    // The next batch goes in bulk again.
     write_ok(store, {event("salt/ok/3", "{}", T0 + 3)});
-    CHECK(store.bulk_stats().loaded == 1);
+    CHECK(store.bulk_batches() == 1);
 }
 
-TEST_CASE("mysql_store bulk events: the server's local_infile off means INSERTs",
-          "[mysql][serial]") {
+TEST_CASE("mysql_store bulk events: requests split at max_allowed_packet, one transaction",
+          "[mysql]") {
     test_db db;
-    auto a = admin();
-    struct restore {
-        raw_conn& a;
-        std::string was;
-        ~restore() { a.try_exec("SET GLOBAL local_infile = " + was); }
-    } guard{*a, a->scalar("SELECT @@GLOBAL.local_infile")};
-    a->exec("SET GLOBAL local_infile = 0");
     mysql_store store(config_for(db));
-    write_ok(store, {event("salt/a", "{}", T0), event("salt/b", "{}", T0 + 1)});
-    write_ok(store, {event("salt/a", "{}", T0), event("salt/c", "{}", T0 + 2)});
-    CHECK(store.count("salt_events") == 3);
-    CHECK(store.bulk_stats().loaded == 0);
-    CHECK(store.bulk_stats().fell_back == 1);  // known refused until the next connection
+    // 40 events of 1 MB: several requests; then one larger than a packet, left out by reason.
+    std::vector<record> batch;
+    const std::string mb(1024 * 1024, 'e');
+    for (int i = 0; i < 40; ++i)
+        batch.push_back(event("salt/big/" + std::to_string(i), "\"" + mb + "\"", T0 + i));
+    write_ok(store, batch);
+    write_ok(store, batch);
+    CHECK(store.count("salt_events") == 40);
+    CHECK(store.bulk_batches() == 2);
+    auto raw = db.raw();
+    CHECK(raw->scalar("SELECT MIN(LENGTH(data)) FROM salt_events") ==
+          std::to_string(mb.size() + 2));
+    auto res = store.write(std::vector<record>{
+        event("salt/huge", std::string(store.max_packet() + 10, 'h'), T0 + 100),
+        event("salt/small", "{}", T0 + 101)});
+    INFO(res.error);
+    CHECK(res.status == write_status::ok);
+    CHECK(res.dropped == 1);
+    CHECK_THAT(res.error, Catch::Contains("max_allowed_packet"));
+    CHECK(store.count("salt_events") == 41);
 }
 
 TEST_CASE("mysql_store splits a batch at max_allowed_packet", "[mysql]") {

@@ -108,12 +108,6 @@ std::string frame(const std::string& p, std::uint32_t seed = 0) {
     return le32(static_cast<std::uint32_t>(p.size())) + le32(fastret::frame_crc(p, seed)) + p;
 }
 
-// The end marker of an FRSPOOL2 segment named `name`.
-std::string end_marker(const std::string& name) {
-    const std::string len = le32(0xFFFFFFFFu);
-    return len + le32(fastret::crc32c(len, fastret::segment_seed(name)));
-}
-
 std::string read_file(const fs::path& p) {
     std::ifstream f(p, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(f), {});

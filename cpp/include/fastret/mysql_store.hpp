@@ -60,8 +60,8 @@ struct mysql_config {
     unsigned write_timeout_ms = 30000;
     bool create_schema = true;  // create (or upgrade) the schema on open when incomplete
     bool archive = false;       // clean_old_jobs moves rows to the *_archive tables
-    // Events are written with LOAD DATA LOCAL INFILE from the batch in memory (INSERTs when
-    // off, or when the server refuses it).
+    // Events are written by one prepared INSERT with an array of parameter sets per request
+    // (COM_STMT_BULK_EXECUTE); multi-row INSERT text when off or when the server lacks it.
     bool bulk_events = true;
 };
 
@@ -136,13 +136,8 @@ public:
     // The server's max_allowed_packet as read at the last connect (bytes).
     std::uint64_t max_packet() const noexcept;
 
-    // How this store's batches with events went (bulk_events): committed with LOAD DATA, or
-    // sent again as INSERTs because the server refused LOAD DATA LOCAL or warned about a value.
-    struct bulk_counts {
-        std::uint64_t loaded = 0;
-        std::uint64_t fell_back = 0;
-    };
-    bulk_counts bulk_stats() const noexcept;
+    // Batches committed with their events sent as arrays of parameter sets (bulk_events).
+    std::uint64_t bulk_batches() const noexcept;
 
 private:
     struct impl;

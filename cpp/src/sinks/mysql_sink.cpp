@@ -117,9 +117,9 @@ const std::vector<option_spec>& mysql_sink_options() {
          INT64_MIN,
          INT64_MAX,
          {},
-         "write events with LOAD DATA LOCAL INFILE, served from the batch in memory (the client "
-         "reads no file, whatever the server asks); multi-row INSERTs when false or when the "
-         "server has local_infile off"},
+         "write events as one prepared INSERT with an array of parameter sets per request "
+         "(MariaDB's bulk execute: the server parses no SQL per row); multi-row INSERT text "
+         "when false or when the server lacks it (MySQL)"},
     };
     return table;
 }
