@@ -895,8 +895,8 @@ constexpr unsigned k_event_params = 5;
 
 // Bytes an event takes in a bulk request (values with their length prefixes and type bytes).
 std::size_t bulk_event_size(const record& r) noexcept {
-    return r.tag.size() + r.payload.size() + r.minion.size() + std::max<std::size_t>(r.id.size(), 32) + k_timestamp_len +
-           k_event_params * 10;
+    return r.tag.size() + r.payload.size() + r.minion.size() +
+           std::max<std::size_t>(r.id.size(), 32) + k_timestamp_len + k_event_params * 10;
 }
 
 // Insert-if-absent: a placeholder row (has_load = 0) gets the load, a real load is never
@@ -1031,7 +1031,7 @@ struct mysql_store::impl {
     std::string where;  // "user@host:port/db", for messages
     std::mutex mu;
     connection conn;
-    std::string packet;     // reused: the write path's SQL text
+    std::string packet;              // reused: the write path's SQL text
     std::uint64_t bulk_batches = 0;  // batches whose events went by send_events()
     // send_events()'s column arrays, reused.
     std::array<std::vector<const char*>, k_event_params> values;

@@ -660,8 +660,8 @@ TEST_CASE("mysql_store bulk events store every byte as the INSERT path does", "[
     auto cfg = config_for(db);
     cfg.bulk_events = bulk;
     mysql_store store(cfg);
-    // LOAD DATA's separators, its escape character, NUL, a field that reads as NULL unless
-    // escaped, an empty field, quotes and SQL, multi-byte UTF-8.
+    // Tabs and newlines, backslashes, NUL, a text that reads as NULL in some formats, an
+    // empty value, quotes and SQL, multi-byte UTF-8: bound values and quoted literals alike.
     const std::vector<std::pair<std::string, std::string>> values = {
         {"salt/tab\there", "{\"a\":\"x\\ty\"}"},
         {"salt/nl\nhere", "line1\nline2\r\n"},
@@ -709,7 +709,7 @@ TEST_CASE("mysql_store bulk events: re-delivered rows are skipped, new ones stor
     };
     write_ok(store, events(0, 300));
     CHECK(store.count("salt_events") == 300);
-    // More duplicates than the server shows warnings (64 by default), then a half-new batch.
+    // The same batch again, then a half-new one.
     write_ok(store, events(0, 300));
     CHECK(store.count("salt_events") == 300);
     write_ok(store, events(150, 450));
@@ -723,7 +723,10 @@ TEST_CASE("mysql_store bulk events: a value the server refuses leaves out that e
           "[mysql]") {
     test_db db;
     mysql_store store(config_for(db));
-    std::vector<record> batch = {event("salt/ok/1", "{}", T0), event(std::string(300, 't'), "{}", T0),
+    // Too long for the tag column, and invalid UTF-8: strict mode refuses the whole request,
+    // then the batch goes record by record.
+    std::vector<record> batch = {event("salt/ok/1", "{}", T0),
+                                 event(std::string(300, 't'), "{}", T0),
                                  event("salt/bad\xff\xfe", "{}", T0 + 1),
                                  ret("20261127081552123456", "m1", "test.ping", T0, "true"),
                                  event("salt/ok/2", "{}", T0 + 2)};
@@ -964,7 +967,8 @@ TEST_CASE("mysql sink options and delegation", "[mysql]") {
     CHECK(keys == std::vector<std::string>{"host", "port", "unix_socket", "db", "user", "pass",
                                            "ssl_ca", "ssl_cert", "ssl_key", "ssl_mode",
                                            "connect_timeout_ms", "read_timeout_ms",
-                                           "write_timeout_ms", "create_schema", "archive", "bulk_events"});
+                                           "write_timeout_ms", "create_schema", "archive",
+                                           "bulk_events"});
     for (const auto& o : table) {
         INFO(o.key);
         CHECK(o.secret == (o.key == "pass"));
