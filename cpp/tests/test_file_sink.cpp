@@ -225,6 +225,27 @@ TEST_CASE("file sink: a line cut by a killed writer is ended before the next one
     CHECK(lines[5] == line_of(rec(6)));
 }
 
+TEST_CASE("file sink: a line cut by another writer while this one is open is ended too",
+          "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "out.jsonl";
+    auto s = make(path);  // open before the other writer is killed
+    REQUIRE(put(*s, {rec(1)}).status == write_status::ok);
+    const std::string cut = line_of(rec(2)).substr(0, 20);
+    {
+        std::ofstream f(path, std::ios::binary | std::ios::app);
+        f << cut;
+    }
+    REQUIRE(put(*s, {rec(3)}).status == write_status::ok);
+    REQUIRE(put(*s, {rec(4)}).status == write_status::ok);
+    auto lines = read_lines(path);
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[0] == line_of(rec(1)));
+    CHECK(lines[1] == cut);
+    CHECK(lines[2] == line_of(rec(3)));
+    CHECK(lines[3] == line_of(rec(4)));
+}
+
 TEST_CASE("file sink: rotation keeps the configured number of backups newest first", "[file_sink]") {
     temp_dir dir;
     const std::string path = dir / "rot.jsonl";

@@ -294,6 +294,19 @@ private:
             ++rotations;
         }
 
+        // A writer killed in the middle of a write (this process or another one appending to
+        // the same file) leaves its last line cut: that line gets its '\n' before this batch,
+        // so that this batch's lines stay whole. Other writers' whole batches cannot come in
+        // between the look at the tail and the write while the lock is held (the chained path
+        // checks the same under its own lock).
+        file_lock held;
+        if (regular_) {
+            if (!lock_fd()) return io_failure("lock", errno);
+            held.fd = fd_;
+            struct stat st;
+            if (::fstat(fd_, &st) != 0) return io_failure("stat", errno);
+            if (st.st_size > 0 && ends_mid_line(fd_, st.st_size)) partial_line_ = true;
+        }
         const std::size_t start = partial_line_ ? 0 : 1;
         if (s_.fsync && regular_) unsynced_ = true;  // from the first byte written on
         if (auto r = write_all(buf_.data() + start, buf_.size() - start);
@@ -307,10 +320,10 @@ private:
         return write_result::success();
     }
 
-    // Releases the chain lock on fd_ when it goes out of scope (if fd_ is still that file).
-    struct chain_lock {
+    // Releases flock on fd_ when it goes out of scope (if fd_ is still that file).
+    struct file_lock {
         int fd = -1;
-        ~chain_lock() {
+        ~file_lock() {
             if (fd >= 0) ::flock(fd, LOCK_UN);
         }
     };
@@ -399,7 +412,7 @@ private:
         plain.clear();
         encode_json_lines(batch, plain);
 
-        chain_lock held;
+        file_lock held;
         std::uint64_t size = 0;
         for (int attempt = 0;; ++attempt) {
             // Each lap means another process rotated (made progress); only a storm of them
@@ -558,11 +571,6 @@ private:
         dev_ = st.st_dev;
         ino_ = st.st_ino;
         regular_ = S_ISREG(st.st_mode);
-        // A file whose last line was cut (a writer killed in the middle of a write) gets its
-        // '\n' before the next line, so that this process's lines stay whole. (The chained
-        // path checks the tail under its lock instead.)
-        if (regular_ && st.st_size > 0 && s_.chain_key.empty() && ends_mid_line(fd, st.st_size))
-            partial_line_ = true;
         return write_result::success();
     }
 
