@@ -1,6 +1,7 @@
 #include "encoders/syslog.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
@@ -56,6 +57,9 @@ void append_param(std::string& out, std::string_view name, std::string_view valu
     append_sd_value(out, value);
     out.push_back('"');
 }
+
+// The size of the MSG text append_msg() writes.
+std::size_t msg_size(std::string_view payload) noexcept { return payload.empty() ? 4 : payload.size(); }
 
 // The MSG text of a record: payload with CR/LF as spaces (they can only be JSON whitespace).
 void append_msg(std::string& out, std::string_view payload) {
@@ -181,7 +185,25 @@ std::string syslog_header_field(std::string_view value, std::size_t max) {
     return out;
 }
 
+namespace {
+
+// Bytes an SD-PARAM value keeps as they are: printable ASCII other than '"', '\\' and ']'.
+constexpr auto sd_plain = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0x20; c < 0x7F; ++c) t[static_cast<std::size_t>(c)] = c != '"' && c != '\\' && c != ']';
+    return t;
+}();
+
+}  // namespace
+
 void append_sd_value(std::string& out, std::string_view v) {
+    // The usual value (an id, a jid, a minion id, a tag) is short and plain: copied at once,
+    // after one pass over its bytes.
+    if (v.size() <= sd_value_max &&
+        std::all_of(v.begin(), v.end(), [](char c) { return sd_plain[static_cast<unsigned char>(c)]; })) {
+        out.append(v);
+        return;
+    }
     std::string clean;
     if (!is_valid_utf8(v)) {
         append_utf8_replacing(clean, v);
@@ -223,6 +245,32 @@ void append_sd_value(std::string& out, std::string_view v) {
         }
         ++i;
     }
+}
+
+void append_syslog_framed(std::string& out, const record& rec, const syslog_format& f,
+                          syslog_framing framing) {
+    const auto frame = [&](std::string_view m) {
+        if (framing == syslog_framing::octet_counting) frame_octet_counting(out, m);
+        else frame_newline(out, m);
+    };
+    if (f.rfc3164) return encode_syslog(rec, f, frame);
+    // RFC 5424 and one message: the header and structured data (a few hundred bytes) are
+    // built aside, since octet counting needs the length first; the payload goes to `out`
+    // directly. The fit test is encode_syslog()'s.
+    thread_local std::string head;
+    head.clear();
+    rfc5424_header(head, rec, f);
+    rfc5424_sd_open(head, rec);
+    head.append("] ");
+    const std::size_t size = head.size() + msg_size(rec.payload);
+    if (size > f.max_bytes) return encode_syslog(rec, f, frame);
+    if (framing == syslog_framing::octet_counting) {
+        append_uint(out, size);
+        out.push_back(' ');
+    }
+    out.append(head);
+    append_msg(out, rec.payload);
+    if (framing == syslog_framing::newline) out.push_back('\n');
 }
 
 void frame_octet_counting(std::string& out, std::string_view msg) {
