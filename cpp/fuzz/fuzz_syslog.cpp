@@ -413,6 +413,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         fastret::frame_octet_counting(octets, m);
         fastret::frame_newline(lines, m);
     }
+    // The sink's direct path writes the same bytes, after what the buffer held already.
+    for (const auto framing : {fastret::syslog_framing::octet_counting, fastret::syslog_framing::newline}) {
+        const bool octet = framing == fastret::syslog_framing::octet_counting;
+        std::string direct = "prior";
+        fastret::append_syslog_framed(direct, r, f, framing);
+        FUZZ_CHECK(direct == "prior" + (octet ? octets : lines),
+                   std::string("append_syslog_framed (") + (octet ? "octet counting" : "newline") +
+                       ") differs: " + show(direct));
+    }
     std::size_t i = 0;
     for (const auto& m : msgs) {
         const std::size_t sp = octets.find(' ', i);

@@ -90,6 +90,38 @@ TEST_CASE("syslog RFC 5424 message byte for byte", "[net][syslog]") {
     CHECK(m[0].find("minion=\"a b\xC3\xA9\"") != std::string::npos);
 }
 
+TEST_CASE("syslog framed encoding writes what framing each message gives", "[net][syslog]") {
+    auto plain = sample();
+    auto odd = sample();
+    odd.tag = "x\"y\\z]\r\n\x01\xff" + std::string(200, 't');  // escaped, replaced, cut at 128
+    odd.payload = "{\"a\":\r\n1}";
+    auto empty = sample();
+    empty.payload.clear();
+    auto big = sample();
+    big.payload = "\"" + std::string(5000, 'x') + "\"";  // split into parts
+    syslog_format rfc5424, rfc3164, truncate;
+    rfc5424.max_bytes = rfc3164.max_bytes = truncate.max_bytes = 2048;
+    rfc3164.rfc3164 = true;
+    truncate.split = false;
+    for (const auto* f : {&rfc5424, &rfc3164, &truncate}) {
+        for (const auto& r : {plain, odd, empty, big}) {
+            std::string octets = "before ", lines = "before ";
+            for (const auto& m : encode(r, *f)) {
+                frame_octet_counting(octets, m);
+                frame_newline(lines, m);
+            }
+            std::string direct_octets = "before ", direct_lines = "before ";
+            append_syslog_framed(direct_octets, r, *f, syslog_framing::octet_counting);
+            append_syslog_framed(direct_lines, r, *f, syslog_framing::newline);
+            CHECK(direct_octets == octets);
+            CHECK(direct_lines == lines);
+        }
+    }
+    std::string out;
+    append_syslog_framed(out, plain, rfc5424, syslog_framing::octet_counting);
+    CHECK(out.starts_with(std::to_string(encode(plain, rfc5424)[0].size()) + " <14>1 "));
+}
+
 TEST_CASE("syslog RFC 3164, framing, split and truncate", "[net][syslog]") {
     syslog_format f;
     f.rfc3164 = true;

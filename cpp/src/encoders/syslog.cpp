@@ -1,6 +1,7 @@
 #include "encoders/syslog.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
@@ -42,20 +43,28 @@ std::size_t utf8_cut(std::string_view s, std::size_t n) noexcept {
     return n;
 }
 
+// Bytes an SD-PARAM value keeps as they are: printable ASCII other than '"', '\\' and ']'.
+constexpr auto sd_plain = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0x20; c < 0x7F; ++c) t[static_cast<std::size_t>(c)] = c != '"' && c != '\\' && c != ']';
+    return t;
+}();
+
+// The usual SD-PARAM value (an id, a jid, a minion id, a tag): short and plain, so it is
+// written as it is, after one pass over its bytes.
+bool is_plain_sd_value(std::string_view v) noexcept {
+    if (v.size() > sd_value_max) return false;
+    return std::all_of(v.begin(), v.end(), [](char c) { return sd_plain[static_cast<unsigned char>(c)]; });
+}
+
 void append_uint(std::string& out, std::uint64_t v) {
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v);
     out.append(buf, r.ptr);
 }
 
-void append_param(std::string& out, std::string_view name, std::string_view value) {
-    if (value.empty()) return;
-    out.push_back(' ');
-    out.append(name);
-    out.append("=\"");
-    append_sd_value(out, value);
-    out.push_back('"');
-}
+// The size of the MSG text append_msg() writes.
+std::size_t msg_size(std::string_view payload) noexcept { return payload.empty() ? 4 : payload.size(); }
 
 // The MSG text of a record: payload with CR/LF as spaces (they can only be JSON whitespace).
 void append_msg(std::string& out, std::string_view payload) {
@@ -82,43 +91,119 @@ int pri_of(const record& rec, const syslog_format& f) {
     return f.facility * 8 + (rec.success == 0 ? f.failure_severity : f.severity);
 }
 
-// "<PRI>1 TS HOST APP PROCID MSGID "
-void rfc5424_header(std::string& out, const record& rec, const syslog_format& f) {
-    out.push_back('<');
-    append_uint(out, static_cast<std::uint64_t>(pri_of(rec, f)));
-    out.append(">1 ");
-    const std::size_t at = out.size();
-    out.resize(at + rfc3339_us_size);
-    write_rfc3339_us(rec.ts_us, out.data() + at);
-    out.push_back(' ');
-    append_header_field(out, hostname_source(rec, f), 255);
-    out.push_back(' ');
-    append_header_field(out, f.app_name, 48);
-    out.push_back(' ');
-    append_header_field(out, f.procid, 128);
-    out.push_back(' ');
-    append_header_field(out, to_string(rec.kind), 32);
-    out.push_back(' ');
+// A header field's bytes: PRINTUSASCII kept, any other byte '_'.
+void copy_header_bytes(const char* in, std::size_t n, char* out) noexcept {
+    for (std::size_t i = 0; i < n; ++i) out[i] = in[i] < 33 || in[i] > 126 ? '_' : in[i];
 }
 
-// "[salt@32473 ... " without the closing bracket.
-void rfc5424_sd_open(std::string& out, const record& rec) {
-    out.push_back('[');
-    out.append(sd_id);
-    append_param(out, "id", rec.id);
-    append_param(out, "kind", to_string(rec.kind));
-    append_param(out, "jid", rec.jid);
-    append_param(out, "minion", rec.minion);
-    append_param(out, "fun", rec.fun);
-    append_param(out, "tag", rec.tag);
-    if (rec.success >= 0) append_param(out, "success", rec.success ? "true" : "false");
-    if (rec.retcode) {
-        out.append(" retcode=\"");
-        char buf[24];
-        auto r = std::to_chars(buf, buf + sizeof buf, *rec.retcode);
-        out.append(buf, r.ptr);
-        out.push_back('"');
+// The RFC 5424 header and structured data are written through a cursor into a stack buffer
+// sized for the longest they can be, then appended at once: a message's head is some thirty
+// small pieces, and appending each to a std::string (capacity check, length and terminator
+// update) cost more than writing them.
+class cursor {
+public:
+    explicit cursor(char* p) noexcept : p_(p) {}
+    char* pos() const noexcept { return p_; }
+    void put(char c) noexcept { *p_++ = c; }
+    void put(std::string_view s) noexcept {
+        std::memcpy(p_, s.data(), s.size());
+        p_ += s.size();
     }
+    void put_int(std::int64_t v) noexcept { p_ = std::to_chars(p_, p_ + 20, v).ptr; }
+    void put_uint(std::uint64_t v) noexcept { p_ = std::to_chars(p_, p_ + 20, v).ptr; }
+    // The next `n` bytes, for the caller to fill.
+    char* take(std::size_t n) noexcept {
+        char* at = p_;
+        p_ += n;
+        return at;
+    }
+    // What append_header_field() appends.
+    void put_header_field(std::string_view value, std::size_t max) noexcept {
+        const std::size_t n = std::min(value.size(), max);
+        if (n == 0) return put('-');
+        copy_header_bytes(value.data(), n, p_);
+        p_ += n;
+    }
+    // " name=\"value\"" with the value escaped (append_sd_value()); nothing when it is empty.
+    // `prefix` is " name=\"".
+    void put_param(std::string_view prefix, std::string_view value) {
+        if (value.empty()) return;
+        put(prefix);
+        if (is_plain_sd_value(value)) {
+            put(value);
+        } else {
+            thread_local std::string escaped;
+            escaped.clear();
+            append_sd_value(escaped, value);
+            // sd_value_bytes_max bounds it; the cut only guards the buffer's size.
+            put(std::string_view(escaped).substr(0, sd_value_bytes_max));
+        }
+        put('"');
+    }
+
+    // An SD-PARAM value: at most sd_value_max characters of at most 4 bytes each (a UTF-8
+    // sequence; U+FFFD is 3, an escaped byte 2), then "...".
+    static constexpr std::size_t sd_value_bytes_max = sd_value_max * 4 + 3;
+
+private:
+    char* p_;
+};
+
+// "<PRI>1 TS HOST APP PROCID MSGID "
+constexpr std::size_t rfc5424_header_max =
+    1 + 20 + 3 + rfc3339_us_size + 1 + (255 + 1) + (48 + 1) + (128 + 1) + (32 + 1);
+
+void put_rfc5424_header(cursor& c, const record& rec, const syslog_format& f) {
+    c.put('<');
+    c.put_uint(static_cast<std::uint64_t>(pri_of(rec, f)));
+    c.put(">1 ");
+    write_rfc3339_us(rec.ts_us, c.take(rfc3339_us_size));
+    c.put(' ');
+    c.put_header_field(hostname_source(rec, f), 255);
+    c.put(' ');
+    c.put_header_field(f.app_name, 48);
+    c.put(' ');
+    c.put_header_field(f.procid, 128);
+    c.put(' ');
+    c.put_header_field(to_string(rec.kind), 32);
+    c.put(' ');
+}
+
+void rfc5424_header(std::string& out, const record& rec, const syslog_format& f) {
+    char buf[rfc5424_header_max];
+    cursor c(buf);
+    put_rfc5424_header(c, rec, f);
+    out.append(buf, c.pos());
+}
+
+// "[salt@32473 ... " without the closing bracket: seven parameters (the longest name is
+// "minion" and "success") and retcode.
+constexpr std::size_t rfc5424_sd_open_max =
+    1 + sd_id.size() + 7 * (std::string_view(" success=\"").size() + cursor::sd_value_bytes_max + 1) +
+    std::string_view(" retcode=\"").size() + 20 + 1;
+
+void put_rfc5424_sd_open(cursor& c, const record& rec) {
+    c.put('[');
+    c.put(sd_id);
+    c.put_param(" id=\"", rec.id);
+    c.put_param(" kind=\"", to_string(rec.kind));
+    c.put_param(" jid=\"", rec.jid);
+    c.put_param(" minion=\"", rec.minion);
+    c.put_param(" fun=\"", rec.fun);
+    c.put_param(" tag=\"", rec.tag);
+    if (rec.success >= 0) c.put_param(" success=\"", rec.success ? "true" : "false");
+    if (rec.retcode) {
+        c.put(" retcode=\"");
+        c.put_int(*rec.retcode);
+        c.put('"');
+    }
+}
+
+void rfc5424_sd_open(std::string& out, const record& rec) {
+    char buf[rfc5424_sd_open_max];
+    cursor c(buf);
+    put_rfc5424_sd_open(c, rec);
+    out.append(buf, c.pos());
 }
 
 constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -170,9 +255,8 @@ void append_header_field(std::string& out, std::string_view value, std::size_t m
         return;
     }
     const std::size_t at = out.size();
-    out.append(value.data(), n);
-    for (std::size_t i = at; i < out.size(); ++i)
-        if (out[i] < 33 || out[i] > 126) out[i] = '_';
+    out.resize(at + n);
+    copy_header_bytes(value.data(), n, out.data() + at);
 }
 
 std::string syslog_header_field(std::string_view value, std::size_t max) {
@@ -182,6 +266,10 @@ std::string syslog_header_field(std::string_view value, std::size_t max) {
 }
 
 void append_sd_value(std::string& out, std::string_view v) {
+    if (is_plain_sd_value(v)) {
+        out.append(v);
+        return;
+    }
     std::string clean;
     if (!is_valid_utf8(v)) {
         append_utf8_replacing(clean, v);
@@ -223,6 +311,33 @@ void append_sd_value(std::string& out, std::string_view v) {
         }
         ++i;
     }
+}
+
+void append_syslog_framed(std::string& out, const record& rec, const syslog_format& f,
+                          syslog_framing framing) {
+    const auto frame = [&](std::string_view m) {
+        if (framing == syslog_framing::octet_counting) frame_octet_counting(out, m);
+        else frame_newline(out, m);
+    };
+    if (f.rfc3164) return encode_syslog(rec, f, frame);
+    // RFC 5424 and one message: the header and structured data (a few hundred bytes) are
+    // built aside, since octet counting needs the length first; the payload goes to `out`
+    // directly. The fit test is encode_syslog()'s.
+    char buf[rfc5424_header_max + rfc5424_sd_open_max + 2];
+    cursor c(buf);
+    put_rfc5424_header(c, rec, f);
+    put_rfc5424_sd_open(c, rec);
+    c.put("] ");
+    const std::string_view head(buf, static_cast<std::size_t>(c.pos() - buf));
+    const std::size_t size = head.size() + msg_size(rec.payload);
+    if (size > f.max_bytes) return encode_syslog(rec, f, frame);
+    if (framing == syslog_framing::octet_counting) {
+        append_uint(out, size);
+        out.push_back(' ');
+    }
+    out.append(head);
+    append_msg(out, rec.payload);
+    if (framing == syslog_framing::newline) out.push_back('\n');
 }
 
 void frame_octet_counting(std::string& out, std::string_view msg) {

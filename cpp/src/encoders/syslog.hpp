@@ -48,6 +48,14 @@ struct syslog_format {
 void encode_syslog(const record& rec, const syslog_format& fmt,
                    const std::function<void(std::string_view)>& emit);
 
+enum class syslog_framing { octet_counting, newline };
+
+// Appends the messages encode_syslog() would emit for `rec`, each framed, to `out`: the same
+// bytes as calling frame_octet_counting() / frame_newline() on each. A message that fits (the
+// usual case) is written straight into `out`, without building it in a buffer of its own.
+void append_syslog_framed(std::string& out, const record& rec, const syslog_format& fmt,
+                          syslog_framing framing);
+
 // RFC 5425/6587 octet counting: "<length> <message>".
 void frame_octet_counting(std::string& out, std::string_view msg);
 // RFC 6587 non-transparent framing: message + '\n' (the message must hold no LF; the encoder

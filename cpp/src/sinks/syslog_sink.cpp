@@ -137,11 +137,8 @@ private:
     write_result write_batch(std::span<const record> batch) {
         if (net::is_stream(conn_.config().kind)) {
             buf_.clear();
-            for (const auto& r : batch)
-                encode_syslog(r, fmt_, [&](std::string_view m) {
-                    if (octet_) frame_octet_counting(buf_, m);
-                    else frame_newline(buf_, m);
-                });
+            const auto framing = octet_ ? syslog_framing::octet_counting : syslog_framing::newline;
+            for (const auto& r : batch) append_syslog_framed(buf_, r, fmt_, framing);
             if (conn_.is_open()) conn_.peer_closed();  // reconnects below if the peer left
             if (auto e = conn_.write(buf_)) return failed(e);
             if (buf_.capacity() > (std::size_t{16} << 20)) std::string().swap(buf_);
