@@ -12,6 +12,13 @@ returner has no event_return: its returner() is called once per event, as a user
 it writes to /dev/log and, when no daemon listens there, libc drops the messages, so its rate
 is then an upper bound.
 
+The raw socket reference writes the same bytes fastret writes: an untimed pass of
+fastret_syslog over TCP into a capturing receiver records its stream (RFC 5424 messages with
+their structured data, octet-counting framing), and the reference sends that stream with
+sendall() in as many writes as there are batches. Rounds (--rounds) run every case once,
+in turn; rates are the medians of the rounds, and the TLS ratio is the median of the rounds'
+ratios (each from two runs next to each other in time).
+
 Targets: >= 100,000 events/s over TLS, >= 5x the stock syslog returner, >= half the raw
 socket rate.
 """
@@ -19,11 +26,11 @@ socket rate.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import socket
 import ssl
+import statistics
 import sys
 import tempfile
 import time
@@ -78,21 +85,65 @@ def make_batches(n_batches, jidgen, minions=50):
             for _ in range(n_batches)]
 
 
-def bench_fastret(module, cfg, base, batches):
+def fastret_runner(module, cfg, base, batches):
+    """A function that runs one round of `module`'s event_return over batches[1:] and returns
+    (events/s, delivered); the first batch warms up (connect, handshake) here."""
     path = bl.write_master_config(base, f"{module}-{cfg.get('transport', cfg.get('protocol'))}",
                                   {module: cfg, "event_return": module})
     opts, rets = bl.load_returners(path)
     fn = rets[f"{module}.event_return"]
     import fastret
 
-    fn(batches[0])  # warm-up: connect, handshake
+    fn(list(batches[0]))
     fastret.native().flush(30)
-    t0 = time.perf_counter()
+
+    def run():
+        t0 = time.perf_counter()
+        for b in batches[1:]:
+            fn(list(b))
+        delivered = fastret.native().flush(120)
+        return (len(batches) - 1) * 100 / (time.perf_counter() - t0), delivered
+
+    return run
+
+
+def capture_stream(base, batches, port_cfg):
+    """The bytes fastret_syslog writes for `batches` (after the warm-up batch), as one stream:
+    an untimed pass over TCP into a receiver that keeps what it reads."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got = bytearray()
+
+    def serve():
+        c, _ = srv.accept()
+        while True:
+            chunk = c.recv(1 << 20)
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    threading.Thread(target=serve, daemon=True).start()
+    cfg = {**port_cfg, "transport": "tcp", "host": "127.0.0.1", "port": srv.getsockname()[1]}
+    path = bl.write_master_config(base, "capture", {"fastret_syslog": cfg,
+                                                    "event_return": "fastret_syslog"})
+    _, rets = bl.load_returners(path)
+    fn = rets["fastret_syslog.event_return"]
+    import fastret
+
+    fn(list(batches[0]))
+    fastret.native().flush(30)
+    warm = len(got)
     for b in batches[1:]:
         fn(list(b))
-    ok = fastret.native().flush(120)
-    dt = time.perf_counter() - t0
-    return (len(batches) - 1) * 100 / dt, ok
+    fastret.native().flush(120)
+    last, deadline = -1, time.monotonic() + 30
+    while len(got) != last and time.monotonic() < deadline:  # until the receiver is idle
+        last = len(got)
+        time.sleep(0.3)
+    return bytes(got[warm:])
 
 
 def bench_stock_syslog(base, batches):
@@ -108,41 +159,44 @@ def bench_stock_syslog(base, batches):
     return n / (time.perf_counter() - t0)
 
 
-def bench_raw(port, pki, use_tls, batches):
-    """The same kind of bytes (RFC 5424 frames of the events' JSON) written with sendall."""
+def raw_runner(port, pki, use_tls, stream, n_events, writes):
+    """A function that runs one round of the reference and returns events/s: `stream`
+    (fastret's own bytes for n_events events) written with sendall() in `writes` pieces, on
+    one connection opened here."""
     s = socket.create_connection(("127.0.0.1", port))
     if use_tls:
         ctx = ssl.create_default_context(cafile=pki["ca"])
         s = ctx.wrap_socket(s, server_hostname="localhost")
-    payloads = []
-    for b in batches:
-        buf = bytearray()
-        for ev in b:
-            msg = (f"<14>1 {bl.stamp()}Z {ev['data']['id']} salt 1 event [salt@32473 "
-                   f"jid=\"{ev['data']['jid']}\"] ").encode() + json.dumps(ev["data"]).encode()
-            buf += str(len(msg)).encode() + b" " + msg
-        payloads.append(bytes(buf))
-    t0 = time.perf_counter()
-    for p in payloads:
-        s.sendall(p)
-    dt = time.perf_counter() - t0
-    s.close()
-    return len(batches) * 100 / dt
+    step = -(-len(stream) // writes)
+    pieces = [stream[i:i + step] for i in range(0, len(stream), step)]
+
+    def run():
+        t0 = time.perf_counter()
+        for p in pieces:
+            s.sendall(p)
+        return n_events / (time.perf_counter() - t0)
+
+    return run
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--rounds", type=int, help="rounds per case (default 5, --quick 1)")
     args = ap.parse_args()
     n_batches = 300 if args.quick else 2000
+    rounds = args.rounds or (1 if args.quick else 5)
     base = tempfile.mkdtemp(prefix="fastret-bench-net-")
     pki = certs.make_pki(os.path.join(base, "pki"))
+    # The receivers are forked before the events are built: forked after, they would share
+    # the events' pages, and the first pass over them (reference counts are writes) would pay
+    # a page copy per page, in whichever case happens to run first.
+    _, tcp_port = start_receiver(pki, False)
+    _, tls_port = start_receiver(pki, True)
     jidgen = bl.JidGen()
     batches = make_batches(n_batches, jidgen)
     results = {}
-    _, tcp_port = start_receiver(pki, False)
-    _, tls_port = start_receiver(pki, True)
     common = {"batch_max_records": 2000, "spool_fsync": "interval"}
     cases = [
         ("fastret_syslog tcp", "fastret_syslog",
@@ -154,21 +208,39 @@ def main():
          {"protocol": "tls", "host": "localhost", "port": tls_port, "tls_ca_file": pki["ca"],
           **common}),
     ]
-    for label, module, cfg in cases:
-        rate, ok = bench_fastret(module, cfg, base, batches)
-        results[label] = rate
-        print(f"{label:28s} {bl.fmt_rate(rate):>12s}  delivered={ok}")
+    stream = capture_stream(base, batches, common)
+    n_events = (len(batches) - 1) * 100
+    print(f"{'captured fastret stream':28s} {len(stream) / n_events:9.0f} B/event")
+    runners = {label: fastret_runner(module, cfg, base, batches) for label, module, cfg in cases}
+    for label, port, use_tls in (("raw socket tcp", tcp_port, False),
+                                 ("raw socket tls", tls_port, True)):
+        runners[label] = raw_runner(port, pki, use_tls, stream, n_events, len(batches) - 1)
+    # Rounds interleave the cases, so that each round's ratios compare runs made under the
+    # same conditions on this shared machine; a rate is the median of its rounds.
+    rates = {label: [] for label in runners}
+    delivered = {label: True for label, _, _ in cases}
+    round_ratio = []
+    for _ in range(rounds):
+        for label, run in runners.items():
+            out = run()
+            if isinstance(out, tuple):
+                out, ok = out
+                delivered[label] = delivered[label] and ok
+            rates[label].append(out)
+        round_ratio.append(rates["fastret_syslog tls"][-1] / rates["raw socket tls"][-1])
+    for label, rs in rates.items():
+        results[label] = statistics.median(rs)
+        extra = f"  delivered={delivered[label]}" if label in delivered else ""
+        print(f"{label:28s} {bl.fmt_rate(results[label]):>12s}{extra}  "
+              f"rounds: {' '.join(bl.fmt_rate(r).strip() for r in rs)}")
     results["stock syslog returner"] = bench_stock_syslog(base, batches[: max(50, n_batches // 10)])
     print(f"{'stock syslog returner':28s} {bl.fmt_rate(results['stock syslog returner']):>12s}"
           f"  (/dev/log {'present' if os.path.exists('/dev/log') else 'absent: messages dropped by libc'})")
-    results["raw socket tcp"] = bench_raw(tcp_port, pki, False, batches)
-    results["raw socket tls"] = bench_raw(tls_port, pki, True, batches)
-    print(f"{'raw socket tcp':28s} {bl.fmt_rate(results['raw socket tcp']):>12s}")
-    print(f"{'raw socket tls':28s} {bl.fmt_rate(results['raw socket tls']):>12s}")
+    print(f"{'tls vs raw tls per round':28s} {' '.join(f'{r:.2f}x' for r in round_ratio)}")
     tls = results["fastret_syslog tls"]
     ratios = {
         "tls vs stock syslog": tls / results["stock syslog returner"],
-        "tls vs raw tls": tls / results["raw socket tls"],
+        "tls vs raw tls": statistics.median(round_ratio),
         "tcp vs raw tcp": results["fastret_syslog tcp"] / results["raw socket tcp"],
     }
     print()
