@@ -299,19 +299,24 @@ private:
         // so that this batch's lines stay whole. Other writers' whole batches cannot come in
         // between the look at the tail and the write while the lock is held (the chained path
         // checks the same under its own lock).
+        // A file that ends where this process's last write ended needs no look.
         file_lock held;
+        off_t size_before = 0;
         if (regular_) {
             if (!lock_fd()) return io_failure("lock", errno);
             held.fd = fd_;
             struct stat st;
             if (::fstat(fd_, &st) != 0) return io_failure("stat", errno);
-            if (st.st_size > 0 && ends_mid_line(fd_, st.st_size)) partial_line_ = true;
+            size_before = st.st_size;
+            if (size_before > 0 && size_before != own_end_ && ends_mid_line(fd_, size_before))
+                partial_line_ = true;
         }
         const std::size_t start = partial_line_ ? 0 : 1;
         if (s_.fsync && regular_) unsynced_ = true;  // from the first byte written on
         if (auto r = write_all(buf_.data() + start, buf_.size() - start);
             r.status != write_status::ok)
             return r;
+        if (regular_) own_end_ = size_before + static_cast<off_t>(buf_.size() - start);
         partial_line_ = false;
         // The disk can work on the batch while the next one is prepared: sync() then waits
         // for less.
@@ -571,6 +576,7 @@ private:
         dev_ = st.st_dev;
         ino_ = st.st_ino;
         regular_ = S_ISREG(st.st_mode);
+        own_end_ = -1;
         return write_result::success();
     }
 
@@ -722,6 +728,7 @@ private:
     int fd_ = -1;
     dev_t dev_ = 0;
     ino_t ino_ = 0;
+    off_t own_end_ = -1;  // the file's size after this process's last whole write (unchained)
     bool regular_ = true;
     bool partial_line_ = false;  // the file ends in a line we cut (write failed half-way)
     bool dir_dirty_ = false;     // directory entries changed since the last directory fsync
