@@ -669,8 +669,10 @@ public:
     }
 
     // True if the server takes an array of parameter sets in one COM_STMT_BULK_EXECUTE
-    // (MariaDB 10.2 and later; not MySQL). Known from the handshake.
+    // (MariaDB 10.2 and later; not MySQL), known from the handshake, and no prepare failed on
+    // this connection.
     bool bulk_supported() const noexcept { return bulk_; }
+    void bulk_unusable() noexcept { bulk_ = false; }
 
     // `sql` prepared on this connection: once, then reused until the connection closes.
     MYSQL_STMT* prepared(std::string_view sql, std::string_view what) {
@@ -1177,6 +1179,21 @@ struct mysql_store::impl {
         if (packet.capacity() > (std::size_t{8} << 20)) packet = std::string();
     }
 
+    // True if the bulk statement is prepared (now or earlier on this connection). A server
+    // that cannot prepare it (max_prepared_stmt_count reached, a proxy without the binary
+    // protocol) gets INSERT text for as long as the connection lasts.
+    bool bulk_ready() {
+        if (!config.bulk_events || !conn.bulk_supported()) return false;
+        try {
+            conn.prepared(k_events_insert, "prepare");
+            return true;
+        } catch (const mysql_failure& e) {
+            if (!conn.is_open()) throw;
+            conn.bulk_unusable();
+            return false;
+        }
+    }
+
     // `events` by the prepared INSERT with arrays of parameter sets, as few requests as
     // max_allowed_packet allows, inside the transaction the caller opened.
     void send_events(std::span<const record* const> events) {
@@ -1280,7 +1297,7 @@ struct mysql_store::impl {
             }
         }
         try {
-            return send_batch(batch, config.bulk_events && conn.bulk_supported());
+            return send_batch(batch, bulk_ready());
         } catch (const mysql_failure& e) {
             rollback();
             // A connection lost on the way (whatever the error's class) is reopened by the

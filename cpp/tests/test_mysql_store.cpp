@@ -771,6 +771,33 @@ TEST_CASE("mysql_store bulk events: requests split at max_allowed_packet, one tr
     CHECK(store.count("salt_events") == 41);
 }
 
+TEST_CASE("mysql_store bulk events: a server that cannot prepare gets INSERT text",
+          "[mysql][serial]") {
+    test_db db;
+    auto a = admin();
+    struct restore {
+        raw_conn& a;
+        std::string was;
+        ~restore() { a.try_exec("SET GLOBAL max_prepared_stmt_count = " + was); }
+    } guard{*a, a->scalar("SELECT @@GLOBAL.max_prepared_stmt_count")};
+    mysql_store store(config_for(db));  // the schema's DDL prepares statements of its own
+    a->exec("SET GLOBAL max_prepared_stmt_count = 0");
+    write_ok(store, {event("salt/a", "{}", T0), event("salt/b", "{}", T0 + 1)});
+    write_ok(store, {event("salt/a", "{}", T0), event("salt/c", "{}", T0 + 2)});
+    CHECK(store.count("salt_events") == 3);
+    CHECK(store.bulk_batches() == 0);
+    // A new connection tries again.
+    a->exec("SET GLOBAL max_prepared_stmt_count = " + guard.was);
+    a->exec("KILL CONNECTION " + connections_to(*a, db.name).at(0));
+    auto res = store.write(std::vector<record>{event("salt/d", "{}", T0 + 3)});
+    if (res.status == write_status::retry)
+        res = store.write(std::vector<record>{event("salt/d", "{}", T0 + 3)});
+    INFO(res.error);
+    CHECK(res.status == write_status::ok);
+    CHECK(store.bulk_batches() == 1);
+    CHECK(store.count("salt_events") == 4);
+}
+
 TEST_CASE("mysql_store splits a batch at max_allowed_packet", "[mysql]") {
     test_db db;
     mysql_store store(config_for(db));
