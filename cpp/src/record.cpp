@@ -109,7 +109,8 @@ void compute_record_id(const record& rec, std::string& out) {
     // Length-prefixed fields: "ab"+"c" and "a"+"bc" hash differently.
     EVP_DigestInit_ex(sha.ctx, sha.md, nullptr);
     const unsigned char kind = static_cast<unsigned char>(rec.kind);
-    const std::size_t head = 1 + 5 * 4 + rec.jid.size() + rec.minion.size() + rec.fun.size() + rec.tag.size();
+    const std::size_t head =
+        1 + 5 * 4 + rec.jid.size() + rec.minion.size() + rec.fun.size() + rec.tag.size();
     if (head <= id_head_max) {
         char buf[id_head_max];
         char* p = buf;
