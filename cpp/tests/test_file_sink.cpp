@@ -1,15 +1,19 @@
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <openssl/evp.h>
@@ -244,6 +248,49 @@ TEST_CASE("file sink: a line cut by another writer while this one is open is end
     CHECK(lines[1] == cut);
     CHECK(lines[2] == line_of(rec(3)));
     CHECK(lines[3] == line_of(rec(4)));
+}
+
+TEST_CASE("file sink: a batch waiting for the lock while another process rotates goes to the "
+          "new file",
+          "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "rot.jsonl";
+    auto s = make(path, {{"backups", std::int64_t{0}}, {"max_bytes", std::int64_t{1} << 20}});
+    REQUIRE(put(*s, {rec(1)}).status == write_status::ok);
+    // The other process's rotation holds flock on the current file (another open file
+    // description conflicts even within this process), then, with backups = 0, unlinks it.
+    const int other = ::open(path.c_str(), O_WRONLY | O_APPEND);
+    REQUIRE(other >= 0);
+    REQUIRE(::flock(other, LOCK_EX) == 0);
+    write_result r;
+    std::thread t([&] { r = put(*s, {rec(2)}); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(::unlink(path.c_str()) == 0);
+    ::close(other);
+    t.join();
+    CHECK(r.status == write_status::ok);
+    REQUIRE(put(*s, {rec(3)}).status == write_status::ok);
+    auto lines = read_lines(path);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[0] == line_of(rec(2)));
+    CHECK(lines[1] == line_of(rec(3)));
+}
+
+TEST_CASE("file sink: a lock held too long does not stall unchained appends", "[file_sink]") {
+    temp_dir dir;
+    const std::string path = dir / "held.jsonl";
+    auto s = make(path);
+    REQUIRE(put(*s, {rec(1)}).status == write_status::ok);
+    const int other = ::open(path.c_str(), O_WRONLY | O_APPEND);  // a stopped process's lock
+    REQUIRE(other >= 0);
+    REQUIRE(::flock(other, LOCK_EX) == 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(put(*s, {rec(2)}).status == write_status::ok);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
+    ::close(other);
+    auto lines = read_lines(path);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[1] == line_of(rec(2)));
 }
 
 TEST_CASE("file sink: rotation keeps the configured number of backups newest first", "[file_sink]") {

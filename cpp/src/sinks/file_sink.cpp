@@ -56,6 +56,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <charconv>
 #include <ctime>
 #include <cerrno>
@@ -63,6 +64,7 @@
 #include <filesystem>
 #include <new>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include "encoders/json_lines.hpp"
@@ -286,25 +288,36 @@ private:
         encode_json_lines(batch, buf_);
         const std::uint64_t batch_bytes = buf_.size() - 1;
 
-        int rotations = 0;
-        for (;;) {
-            if (auto r = ensure_current(); r.status != write_status::ok) return r;
-            if (rotations >= 2 || !needs_rotation(batch_bytes)) break;
-            if (auto r = rotate(); r.status != write_status::ok) return r;
-            ++rotations;
-        }
-
         // A writer killed in the middle of a write (this process or another one appending to
         // the same file) leaves its last line cut: that line gets its '\n' before this batch,
         // so that this batch's lines stay whole. Other writers' whole batches cannot come in
         // between the look at the tail and the write while the lock is held (the chained path
-        // checks the same under its own lock).
-        // A file that ends where this process's last write ended needs no look.
+        // checks the same under its own lock). A file that ends where this process's last
+        // write ended needs no look. The lock is also what another process's rotation holds:
+        // once it is ours, the path must still name the file, or the file was rotated away
+        // while this writer waited.
         file_lock held;
+        for (int attempt = 0;; ++attempt) {
+            int rotations = 0;
+            for (;;) {
+                if (auto r = ensure_current(); r.status != write_status::ok) return r;
+                if (rotations >= 2 || !needs_rotation(batch_bytes)) break;
+                if (auto r = rotate(); r.status != write_status::ok) return r;
+                ++rotations;
+            }
+            if (!regular_ || !lock_for_append()) break;
+            held.fd = fd_;
+            if (path_names_fd()) break;
+            ::flock(fd_, LOCK_UN);
+            held.fd = -1;
+            close_fd();
+            if (attempt == 64)
+                return {write_status::retry,
+                        prefix() + "append " + s_.path +
+                            ": the file keeps being rotated away, giving up for now"};
+        }
         off_t size_before = 0;
         if (regular_) {
-            if (!lock_fd()) return io_failure("lock", errno);
-            held.fd = fd_;
             struct stat st;
             if (::fstat(fd_, &st) != 0) return io_failure("stat", errno);
             size_before = st.st_size;
@@ -332,6 +345,22 @@ private:
             if (fd >= 0) ::flock(fd, LOCK_UN);
         }
     };
+
+    // flock(LOCK_EX) on fd_ for an unchained append, waiting about a second at most. False
+    // when the file system has no flock (NFS without lockd, some FUSE mounts) or another
+    // holder keeps it (a stopped process): the append then goes on without it, as appends
+    // did before there was a lock, rather than stall the sink.
+    bool lock_for_append() const noexcept {
+        std::chrono::milliseconds waited{0}, step{1};
+        for (;;) {
+            if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return true;
+            if (errno == EINTR) continue;
+            if (errno != EWOULDBLOCK || waited >= std::chrono::seconds(1)) return false;
+            std::this_thread::sleep_for(step);
+            waited += step;
+            step = std::min(step * 2, std::chrono::milliseconds(50));
+        }
+    }
 
     // Takes flock(LOCK_EX) on fd_; false with errno on failure.
     bool lock_fd() const noexcept {
