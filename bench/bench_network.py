@@ -15,9 +15,10 @@ is then an upper bound.
 The raw socket reference writes the same bytes fastret writes: an untimed pass of
 fastret_syslog over TCP into a capturing receiver records its stream (RFC 5424 messages with
 their structured data, octet-counting framing), and the reference sends that stream with
-sendall() in as many writes as there are batches. Rounds (--rounds) run every case once,
-in turn; rates are the medians of the rounds, and the TLS ratio is the median of the rounds'
-ratios (each from two runs next to each other in time).
+sendall() in as many writes as there are batches (the capture checks that it holds one
+message per event). Rounds (--rounds) run every case once, in turn, each fastret_syslog case
+right before its reference; rates are the medians of the rounds, and the TLS ratio is the
+median of the rounds' ratios (each from two runs next to each other in time).
 
 Targets: >= 100,000 events/s over TLS, >= 5x the stock syslog returner, >= half the raw
 socket rate.
@@ -133,17 +134,32 @@ def capture_stream(base, batches, port_cfg):
     fn = rets["fastret_syslog.event_return"]
     import fastret
 
+    def settle():  # until the receiver has read everything written (it goes idle)
+        last, deadline = -1, time.monotonic() + 30
+        while len(got) != last and time.monotonic() < deadline:
+            last = len(got)
+            time.sleep(0.3)
+
     fn(list(batches[0]))
-    fastret.native().flush(30)
+    if not fastret.native().flush(30):
+        raise RuntimeError("capture: the warm-up batch was not delivered")
+    settle()
     warm = len(got)
     for b in batches[1:]:
         fn(list(b))
-    fastret.native().flush(120)
-    last, deadline = -1, time.monotonic() + 30
-    while len(got) != last and time.monotonic() < deadline:  # until the receiver is idle
-        last = len(got)
-        time.sleep(0.3)
-    return bytes(got[warm:])
+    if not fastret.native().flush(120):
+        raise RuntimeError("capture: the events were not delivered")
+    settle()
+    stream = bytes(got[warm:])
+    frames, pos = 0, 0  # octet counting: "<length> <message>"
+    while pos < len(stream):
+        space = stream.index(b" ", pos)
+        pos = space + 1 + int(stream[pos:space])
+        frames += 1
+    expected = (len(batches) - 1) * 100
+    if frames != expected or pos != len(stream):
+        raise RuntimeError(f"capture: {frames} messages for {expected} events")
+    return stream
 
 
 def bench_stock_syslog(base, batches):
@@ -211,10 +227,17 @@ def main():
     stream = capture_stream(base, batches, common)
     n_events = (len(batches) - 1) * 100
     print(f"{'captured fastret stream':28s} {len(stream) / n_events:9.0f} B/event")
-    runners = {label: fastret_runner(module, cfg, base, batches) for label, module, cfg in cases}
-    for label, port, use_tls in (("raw socket tcp", tcp_port, False),
-                                 ("raw socket tls", tls_port, True)):
-        runners[label] = raw_runner(port, pki, use_tls, stream, n_events, len(batches) - 1)
+    fastret_runners = {label: fastret_runner(module, cfg, base, batches)
+                       for label, module, cfg in cases}
+    raw = {label: raw_runner(port, pki, use_tls, stream, n_events, len(batches) - 1)
+           for label, port, use_tls in (("raw socket tcp", tcp_port, False),
+                                        ("raw socket tls", tls_port, True))}
+    # Each fastret_syslog case runs right before its reference.
+    runners = {"fastret_syslog tcp": fastret_runners["fastret_syslog tcp"],
+               "raw socket tcp": raw["raw socket tcp"],
+               "fastret_logstash tls": fastret_runners["fastret_logstash tls"],
+               "fastret_syslog tls": fastret_runners["fastret_syslog tls"],
+               "raw socket tls": raw["raw socket tls"]}
     # Rounds interleave the cases, so that each round's ratios compare runs made under the
     # same conditions on this shared machine; a rate is the median of its rounds.
     rates = {label: [] for label in runners}

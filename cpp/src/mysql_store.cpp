@@ -1194,6 +1194,13 @@ struct mysql_store::impl {
         }
     }
 
+    // Errors of a bulk execute that say the server cannot do it at all, not that a value is
+    // wrong.
+    static bool bulk_refused(unsigned code) noexcept {
+        return code == ER_UNKNOWN_COM_ERROR || code == ER_UNSUPPORTED_PS ||
+               code == ER_NOT_SUPPORTED_YET;
+    }
+
     // `events` by the prepared INSERT with arrays of parameter sets, as few requests as
     // max_allowed_packet allows, inside the transaction the caller opened.
     void send_events(std::span<const record* const> events) {
@@ -1261,11 +1268,16 @@ struct mysql_store::impl {
     write_result write_each(std::span<const record> batch) {
         write_result res;
         std::vector<std::string> stmts;
+        std::vector<const record*> events;
         try {
+            // The same path for an event as in a whole batch: an event that fits a bulk
+            // request but not a packet as INSERT text (escaping can double it) is stored too.
+            const bool bulk = bulk_ready();
             conn.run("START TRANSACTION", "write");
             for (const auto& rec : batch) {
                 stmts.clear();
-                auto b = build(std::span<const record>(&rec, 1), stmts);
+                events.clear();
+                auto b = build(std::span<const record>(&rec, 1), stmts, bulk ? &events : nullptr);
                 if (b.dropped) {
                     if (res.dropped++ == 0) res.error = b.first_error;
                     continue;
@@ -1274,6 +1286,7 @@ struct mysql_store::impl {
                 for (const auto& s : stmts) packet.append(";").append(s);
                 try {
                     conn.run(packet, "write");
+                    if (!events.empty()) send_events(events);
                 } catch (const mysql_failure& e) {
                     if (e.status != write_status::drop || !conn.is_open()) throw;
                     conn.run("ROLLBACK TO SAVEPOINT fastret_record", "write");
@@ -1296,14 +1309,22 @@ struct mysql_store::impl {
                 return {e.status == write_status::ok ? write_status::retry : e.status, e.what(), 0};
             }
         }
+        bool bulk = false;
         try {
-            return send_batch(batch, bulk_ready());
+            bulk = bulk_ready();
+            return send_batch(batch, bulk);
         } catch (const mysql_failure& e) {
             rollback();
             // A connection lost on the way (whatever the error's class) is reopened by the
             // next write, which may well store the whole batch.
             if (!conn.is_open() && e.status == write_status::drop)
                 return {write_status::retry, e.what(), 0};
+            if (bulk && conn.is_open() && bulk_refused(e.code)) {
+                // The server (or a proxy) announced bulk execute and then refused it: INSERT
+                // text for as long as this connection lasts.
+                conn.bulk_unusable();
+                return write(batch);
+            }
             if (e.status != write_status::drop || batch.size() == 1) return {e.status, e.what(), 0};
         }
         // One record cannot be stored: the batch again record by record, leaving out only the

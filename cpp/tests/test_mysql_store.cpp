@@ -771,6 +771,25 @@ TEST_CASE("mysql_store bulk events: requests split at max_allowed_packet, one tr
     CHECK(store.count("salt_events") == 41);
 }
 
+TEST_CASE("mysql_store bulk events: an event too large as SQL text is stored record by record",
+          "[mysql]") {
+    test_db db;
+    mysql_store store(config_for(db));
+    // Backslashes double when escaped: as INSERT text the event passes max_allowed_packet, as
+    // a bound value it does not. A companion the server refuses sends the batch record by
+    // record, which must not turn the large event into a drop.
+    const std::string payload = "\"" + std::string(store.max_packet() * 3 / 4, '\\') + "\"";
+    auto res = store.write(std::vector<record>{event("salt/large", payload, T0),
+                                               event(std::string(300, 't'), "{}", T0 + 1)});
+    INFO(res.error.substr(0, 300));
+    CHECK(res.status == write_status::ok);
+    CHECK(res.dropped == 1);
+    CHECK_THAT(res.error, Catch::Contains("1406"));
+    auto raw = db.raw();
+    CHECK(raw->scalar("SELECT LENGTH(data) FROM salt_events WHERE tag = 'salt/large'") ==
+          std::to_string(payload.size()));
+}
+
 TEST_CASE("mysql_store bulk events: a server that cannot prepare gets INSERT text",
           "[mysql][serial]") {
     test_db db;
