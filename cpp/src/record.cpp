@@ -82,20 +82,6 @@ struct sha256_context {
     }
 };
 
-void digest_field(EVP_MD_CTX* ctx, std::string_view s) {
-    unsigned char len[4];
-    auto n = static_cast<std::uint32_t>(s.size());
-    for (int i = 0; i < 4; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
-    EVP_DigestUpdate(ctx, len, 4);
-    EVP_DigestUpdate(ctx, s.data(), s.size());
-}
-
-// The bytes the id hashes before the payload (kind, the four length-prefixed header fields,
-// the payload's length) are gathered here when they fit, and go to the digest in one update:
-// each update has a fixed cost in OpenSSL (dispatch, buffering), and eleven of them cost more
-// than hashing a typical record's header fields.
-constexpr std::size_t id_head_max = 512;
-
 }  // namespace
 
 std::string compute_record_id(const record& rec) {
@@ -108,28 +94,22 @@ void compute_record_id(const record& rec, std::string& out) {
     thread_local sha256_context sha;
     // Length-prefixed fields: "ab"+"c" and "a"+"bc" hash differently.
     EVP_DigestInit_ex(sha.ctx, sha.md, nullptr);
-    const unsigned char kind = static_cast<unsigned char>(rec.kind);
-    const std::size_t head =
-        1 + 5 * 4 + rec.jid.size() + rec.minion.size() + rec.fun.size() + rec.tag.size();
-    if (head <= id_head_max) {
-        char buf[id_head_max];
-        char* p = buf;
-        *p++ = static_cast<char>(kind);
-        p = put_str(p, rec.jid);
-        p = put_str(p, rec.minion);
-        p = put_str(p, rec.fun);
-        p = put_str(p, rec.tag);
-        p = put_uint(p, static_cast<std::uint32_t>(rec.payload.size()), 4);
-        EVP_DigestUpdate(sha.ctx, buf, static_cast<std::size_t>(p - buf));
-        EVP_DigestUpdate(sha.ctx, rec.payload.data(), rec.payload.size());
-    } else {
-        EVP_DigestUpdate(sha.ctx, &kind, 1);
-        digest_field(sha.ctx, rec.jid);
-        digest_field(sha.ctx, rec.minion);
-        digest_field(sha.ctx, rec.fun);
-        digest_field(sha.ctx, rec.tag);
-        digest_field(sha.ctx, rec.payload);
-    }
+    // The bytes before the payload (kind, the four header fields, the payload's length) are
+    // gathered and go to the digest in one update: each update has a fixed cost in OpenSSL
+    // (dispatch, buffering), and one per piece cost more than hashing a typical record's
+    // header fields.
+    thread_local std::string head;
+    head.resize(1 + 5 * 4 + rec.jid.size() + rec.minion.size() + rec.fun.size() + rec.tag.size());
+    char* p = head.data();
+    *p++ = static_cast<char>(rec.kind);
+    p = put_str(p, rec.jid);
+    p = put_str(p, rec.minion);
+    p = put_str(p, rec.fun);
+    p = put_str(p, rec.tag);
+    put_uint(p, static_cast<std::uint32_t>(rec.payload.size()), 4);
+    EVP_DigestUpdate(sha.ctx, head.data(), head.size());
+    EVP_DigestUpdate(sha.ctx, rec.payload.data(), rec.payload.size());
+    if (head.capacity() > 4096) std::string().swap(head);
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_DigestFinal_ex(sha.ctx, digest, &len);
