@@ -21,14 +21,13 @@
 #include <mysql.h>
 #include <unistd.h>
 
-#include <ctime>
-#include <iterator>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -76,7 +75,7 @@ struct conn {
         unsigned protocol = MYSQL_PROTOCOL_TCP;
         mysql_options(m, MYSQL_OPT_PROTOCOL, &protocol);
         mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
-        my_bool local = 1;
+        unsigned local = 1;  // read as an unsigned int
         mysql_options(m, MYSQL_OPT_LOCAL_INFILE, &local);
         // The same TLS as the store (verified against the fixture's CA), so that both paths
         // pay for encryption.

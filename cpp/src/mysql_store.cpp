@@ -1101,14 +1101,19 @@ struct mysql_store::impl {
 
     // The statements of `recs` (grouped by table, in an order that makes every outcome the
     // same as writing the records one by one).
+    // The most one statement (or one bulk request) may take: the server's packet limit less
+    // room for separators and the transaction's own statements.
+    std::size_t statement_limit() const noexcept {
+        return conn.max_packet() > 2 * k_packet_slack ? conn.max_packet() - k_packet_slack
+                                                      : k_packet_slack;
+    }
+
     // With `bulk`, events are left to the caller in it (for send_events) instead of becoming
     // INSERT text; an event too large for a packet stays with the INSERTs, which leave it out
     // with the reason.
     statement_builder build(std::span<const record> recs, std::vector<std::string>& out,
                             std::vector<const record*>* bulk = nullptr) {
-        const std::size_t limit = conn.max_packet() > 2 * k_packet_slack
-                                      ? conn.max_packet() - k_packet_slack
-                                      : k_packet_slack;
+        const std::size_t limit = statement_limit();
         statement_builder b{conn, limit, out, 0, {}};
         std::vector<const record*> rets, events, loads, minions, endtimes;
         for (const auto& r : recs) {
@@ -1205,9 +1210,7 @@ struct mysql_store::impl {
     // max_allowed_packet allows, inside the transaction the caller opened.
     void send_events(std::span<const record* const> events) {
         conn.prepared(k_events_insert, "write");
-        const std::size_t limit = conn.max_packet() > 2 * k_packet_slack
-                                      ? conn.max_packet() - k_packet_slack
-                                      : k_packet_slack;
+        const std::size_t limit = statement_limit();
         for (std::size_t begin = 0; begin < events.size();) {
             std::size_t end = begin, bytes = 0;
             while (end < events.size() &&
