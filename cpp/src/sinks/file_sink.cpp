@@ -56,8 +56,8 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <ctime>
 #include <cerrno>
 #include <cstdint>
@@ -298,6 +298,9 @@ private:
         // while this writer waited.
         file_lock held;
         for (int attempt = 0;; ++attempt) {
+            if (attempt >= 64)
+                return {write_status::retry,
+                        prefix() + "the file keeps being rotated, giving up for now"};
             int rotations = 0;
             for (;;) {
                 if (auto r = ensure_current(); r.status != write_status::ok) return r;
@@ -307,14 +310,7 @@ private:
             }
             if (!regular_ || !lock_for_append()) break;
             held.fd = fd_;
-            if (path_names_fd()) break;
-            ::flock(fd_, LOCK_UN);
-            held.fd = -1;
-            close_fd();
-            if (attempt == 64)
-                return {write_status::retry,
-                        prefix() + "append " + s_.path +
-                            ": the file keeps being rotated away, giving up for now"};
+            if (still_current(held)) break;
         }
         off_t size_before = 0;
         if (regular_) {
@@ -457,12 +453,7 @@ private:
             if (auto r = ensure_current(); r.status != write_status::ok) return r;
             if (!lock_fd()) return io_failure("lock", errno);
             held.fd = fd_;
-            if (!path_names_fd()) {  // rotated while we waited: follow the path
-                ::flock(fd_, LOCK_UN);
-                held.fd = -1;
-                close_fd();
-                continue;
-            }
+            if (!still_current(held)) continue;
             struct stat st;
             if (::fstat(fd_, &st) != 0) return io_failure("stat", errno);
             size = static_cast<std::uint64_t>(st.st_size);
@@ -485,13 +476,7 @@ private:
 
         // A file not ending in '\n' (a line cut by a crash) gets one first.
         buf_.clear();
-        if (size > 0) {
-            char last = '\n';
-            ssize_t n;
-            do n = ::pread(fd_, &last, 1, static_cast<off_t>(size - 1));
-            while (n < 0 && errno == EINTR);
-            if (n == 1 && last != '\n') buf_.push_back('\n');
-        }
+        if (size > 0 && ends_mid_line(fd_, static_cast<off_t>(size))) buf_.push_back('\n');
         std::string_view rest(plain);
         std::string msg;
         while (!rest.empty()) {
@@ -609,20 +594,38 @@ private:
         return write_result::success();
     }
 
-    // Whether the last byte of the file open (write-only) as `fd` is not '\n'. The file is
-    // opened again read-only through /proc; false if that is not possible.
+    // Whether the last byte of the file open as `fd` (`size` bytes, more than 0) is not '\n'.
+    // A write-only `fd` (the unchained sink's) is opened again read-only through /proc; false
+    // if that is not possible.
     static bool ends_mid_line(int fd, off_t size) {
+        const auto last_byte = [size](int from, char& last) {
+            ssize_t n;
+            do n = ::pread(from, &last, 1, size - 1);
+            while (n < 0 && errno == EINTR);
+            return n == 1;
+        };
+        char last = '\n';
+        if (last_byte(fd, last)) return last != '\n';
+        if (errno != EBADF) return false;
         const std::string self = "/proc/self/fd/" + std::to_string(fd);
         int rfd;
         do rfd = ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
         while (rfd < 0 && errno == EINTR);
         if (rfd < 0) return false;
-        char last = '\n';
-        ssize_t n;
-        do n = ::pread(rfd, &last, 1, size - 1);
-        while (n < 0 && errno == EINTR);
+        const bool read = last_byte(rfd, last);
         ::close(rfd);
-        return n == 1 && last != '\n';
+        return read && last != '\n';
+    }
+
+    // After taking the lock on fd_: true if the path still names fd_'s file. Otherwise
+    // (another process rotated it while this one waited for the lock) the lock is released
+    // and fd_ closed, for the caller to follow the path.
+    bool still_current(file_lock& held) {
+        if (path_names_fd()) return true;
+        ::flock(fd_, LOCK_UN);
+        held.fd = -1;
+        close_fd();
+        return false;
     }
 
     // mkdir -p of the parent directory.
